@@ -1,0 +1,253 @@
+//! Configuration: one TOML file → `${VAR}` expansion → strict raw types → validated
+//! domain types. After `load` returns, nothing reads the environment or the file again.
+
+mod expand;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::auth::Access;
+use crate::globs::Globs;
+
+pub use raw::{ProviderKind, StoreKind};
+
+/// The validated configuration lariat runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: Server,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    pub models: BTreeMap<String, Arc<VirtualModel>>,
+    pub tools: Tools,
+    pub confirm: Confirm,
+    pub store: Store,
+    pub keys: Vec<Key>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_rounds: u32,
+    pub shutdown_timeout: Duration,
+    pub keepalive: Duration,
+    pub max_event_bytes: usize,
+    pub hide_forbidden_models: bool,
+}
+
+/// An upstream OpenAI-compatible endpoint.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Full URL of the chat completions endpoint (`kind` already applied).
+    pub chat_url: String,
+    pub api_key: Option<SecretString>,
+    pub headers: Vec<(String, SecretString)>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// What a client names in `model`: a chain of upstream targets plus loop settings.
+#[derive(Debug)]
+pub struct VirtualModel {
+    pub name: String,
+    pub description: Option<String>,
+    pub chain: Vec<ChainEntry>,
+    pub system_prompt: Option<String>,
+    /// Server tools the model may use; `None` means every tool.
+    pub tools: Option<Globs>,
+    pub max_rounds: u32,
+    pub inject_datetime: bool,
+    pub answer_with: Option<ChainEntry>,
+}
+
+/// One upstream target of a chain.
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    pub provider: Arc<Provider>,
+    pub model: String,
+    pub context_window: Option<u32>,
+    pub max_rounds: Option<u32>,
+    pub timeout: Option<Duration>,
+}
+
+impl ChainEntry {
+    /// `provider/model`, as reported in `x-lariat-upstream` and logs.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider.name, self.model)
+    }
+
+    /// Total time allowed for one upstream call to this target.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(self.provider.timeout)
+    }
+}
+
+#[derive(Debug)]
+pub struct Tools {
+    pub mcp: Vec<McpServer>,
+    pub http: Vec<HttpTool>,
+    pub current_time: Option<BuiltinCurrentTime>,
+    pub fetch_url: Option<BuiltinFetchUrl>,
+    pub timeout: Duration,
+    pub max_output_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct McpServer {
+    pub name: String,
+    pub transport: McpTransport,
+    pub prefix: bool,
+    pub min_access: Access,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub enum McpTransport {
+    Stdio { command: String, args: Vec<String>, env: Vec<(String, SecretString)> },
+    Http { url: String, headers: Vec<(String, SecretString)> },
+}
+
+#[derive(Debug)]
+pub struct HttpTool {
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    pub method: String,
+    pub headers: Vec<(String, SecretString)>,
+    pub parameters: serde_json::Value,
+    pub min_access: Access,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct BuiltinCurrentTime {
+    pub min_access: Access,
+}
+
+#[derive(Debug)]
+pub struct BuiltinFetchUrl {
+    pub min_access: Access,
+    pub allow_private: Vec<String>,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Confirm {
+    pub tools: Globs,
+    pub ttl: Duration,
+    pub yes_words: Vec<String>,
+    pub no_words: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum Store {
+    Memory { capacity: u64 },
+    Redis { url: SecretString, prefix: String },
+}
+
+/// A client key: who the caller is and what they may do.
+#[derive(Debug)]
+pub struct Key {
+    pub sha256: [u8; 32],
+    pub user: String,
+    pub access: Access,
+    /// Virtual models this key may use; `None` means all.
+    pub models: Option<Globs>,
+    pub confirm_allow: Globs,
+    pub confirm_deny: Globs,
+}
+
+/// One problem in a config file: the key it concerns and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.key.is_empty() {
+                write!(f, "{}: {}", self.file.display(), e.reason)?;
+            } else {
+                write!(f, "{}: `{}`: {}", self.file.display(), e.key, e.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads, expands and validates the file at `path`, reporting every problem found.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let fail = |errors| ConfigErrors { file: path.to_owned(), errors };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![ConfigError::new("", format!("cannot read file: {e}"))]))?;
+        Self::from_toml(path, &text, &|name| std::env::var(name).ok()).map_err(fail)
+    }
+
+    /// Parses `text` as if it were the file `path`, reading variables through `env`.
+    pub fn from_toml(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<ConfigError>> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![ConfigError::new("", format!("invalid TOML: {}", e.message())).with_location(text, e.span())]
+        })?;
+        let mut errors = Vec::new();
+        expand::expand_table(&mut table, "", env, &mut errors);
+        let raw: raw::RawConfig = match serde_path_to_error::deserialize(table) {
+            Ok(raw) => raw,
+            Err(e) => {
+                errors.push(ConfigError::new(e.path().to_string(), e.inner().message().to_owned()));
+                return Err(errors);
+            }
+        };
+        match validate::validate(path, raw) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
+    }
+}
+
+impl ConfigError {
+    fn with_location(mut self, text: &str, span: Option<std::ops::Range<usize>>) -> Self {
+        if let Some(span) = span {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+            self.reason = format!("line {line}, column {col}: {}", self.reason);
+        }
+        self
+    }
+}

@@ -1,0 +1,230 @@
+//! The TOML file exactly as written: strict (`deny_unknown_fields`) serde types,
+//! defaults filled in, nothing validated yet. `validate` turns these into domain types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    pub tools: RawTools,
+    #[serde(default)]
+    pub confirm: RawConfirm,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    pub max_body_bytes: u64,
+    pub max_rounds: u32,
+    /// How long in-flight requests may run after SIGTERM before the process exits.
+    pub shutdown_timeout_s: f64,
+    /// Interval of SSE keep-alive comments.
+    pub keepalive_s: f64,
+    /// Largest single SSE event accepted from an upstream.
+    pub max_event_bytes: u64,
+    /// Answer 404 instead of 403 when a key asks for a model it may not use.
+    pub hide_forbidden_models: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 10 * 1024 * 1024,
+            max_rounds: 10,
+            shutdown_timeout_s: 30.0,
+            keepalive_s: 10.0,
+            max_event_bytes: 4 * 1024 * 1024,
+            hide_forbidden_models: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub kind: ProviderKind,
+    pub timeout_s: Option<f64>,
+    pub connect_timeout_s: Option<f64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    Openai,
+    /// Open WebUI serves its OpenAI-compatible API under `/api`.
+    Openwebui,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Entries are `"provider/model"` strings or `RawChainTable`s; parsed in `validate`
+    /// so that a bad entry gets an error naming its own keys.
+    pub chain: Vec<toml::Value>,
+    pub description: Option<String>,
+    pub system_prompt: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub max_rounds: Option<u32>,
+    #[serde(default)]
+    pub inject_datetime: bool,
+    pub answer_with: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChainTable {
+    pub target: String,
+    pub context_window: Option<u32>,
+    pub max_rounds: Option<u32>,
+    pub timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTools {
+    #[serde(default)]
+    pub mcp: BTreeMap<String, RawMcp>,
+    #[serde(default)]
+    pub http: BTreeMap<String, RawHttpTool>,
+    #[serde(default)]
+    pub builtin: RawBuiltins,
+    /// Per-call timeout for every tool unless the source overrides it.
+    pub timeout_s: Option<f64>,
+    /// Largest tool result (in bytes) handed back to the model.
+    pub max_output_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMcp {
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "yes")]
+    pub prefix: bool,
+    pub min_access: Option<String>,
+    pub timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpTool {
+    pub description: String,
+    pub url: String,
+    #[serde(default = "post")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub parameters: Option<toml::Value>,
+    pub min_access: Option<String>,
+    pub timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuiltins {
+    pub current_time: Option<RawCurrentTime>,
+    pub fetch_url: Option<RawFetchUrl>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCurrentTime {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub min_access: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetchUrl {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub min_access: Option<String>,
+    /// Hosts or CIDRs that may be fetched even though they resolve to private addresses.
+    #[serde(default)]
+    pub allow_private: Vec<String>,
+    pub max_bytes: Option<u64>,
+    pub timeout_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfirm {
+    pub tools: Vec<String>,
+    pub ttl_s: u64,
+    pub yes_words: Option<Vec<String>>,
+    pub no_words: Option<Vec<String>>,
+}
+
+impl Default for RawConfirm {
+    fn default() -> Self {
+        Self { tools: Vec::new(), ttl_s: 900, yes_words: None, no_words: None }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    #[serde(default)]
+    pub kind: StoreKind,
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    pub capacity: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub key: Option<String>,
+    pub key_sha256: Option<String>,
+    pub user: String,
+    pub access: Option<String>,
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub confirm_allow: Vec<String>,
+    #[serde(default)]
+    pub confirm_deny: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn post() -> String {
+    "POST".into()
+}

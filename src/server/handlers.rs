@@ -1,0 +1,123 @@
+//! Route handlers: parse, call the agent, encode. Errors are `ApiError`s.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, extract::Request};
+use http::HeaderValue;
+use serde_json::json;
+
+use super::extract::JsonBody;
+use super::{AppState, ModelLabel, sse};
+use crate::agent::{Answer, Outcome, Turn};
+use crate::auth::Caller;
+use crate::config::VirtualModel;
+use crate::error::ApiError;
+use crate::openai::ChatRequest;
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JsonBody(request): JsonBody<ChatRequest>,
+) -> Response {
+    let model = state.config.models.get(&request.model).cloned();
+    let label = model.as_ref().map(|m| ModelLabel(m.name.clone()));
+    let mut response = match chat(&state, caller, model, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    if let Some(label) = label {
+        response.extensions_mut().insert(label);
+    }
+    response
+}
+
+async fn chat(
+    state: &AppState,
+    caller: Arc<Caller>,
+    model: Option<Arc<VirtualModel>>,
+    request: ChatRequest,
+) -> Result<Response, ApiError> {
+    let model = authorize(state, &caller, model, &request.model)?;
+    if request.messages.is_empty() {
+        return Err(ApiError::bad_request("`messages` must contain at least one message", Some("messages")));
+    }
+    let response_id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let Outcome { answer, upstream, attempts } = state.agent.run(Turn { caller, model, request, response_id }).await?;
+    let mut response = match answer {
+        Answer::Complete(completion) => Json(completion).into_response(),
+        Answer::Stream(chunks) => sse::respond(chunks, state.config.server.keepalive, state.metrics.stream_opened()),
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&upstream) {
+        headers.insert("x-lariat-upstream", value);
+    }
+    headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
+    Ok(response)
+}
+
+/// The model must exist and the key must be allowed it; with `hide_forbidden_models`
+/// a forbidden model is indistinguishable from a missing one.
+fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    model: Option<Arc<VirtualModel>>,
+    requested: &str,
+) -> Result<Arc<VirtualModel>, ApiError> {
+    let not_found = || ApiError::ModelNotFound(requested.to_owned());
+    let model = model.ok_or_else(not_found)?;
+    if caller.may_use_model(&model.name) {
+        Ok(model)
+    } else if state.config.server.hide_forbidden_models {
+        Err(not_found())
+    } else {
+        Err(ApiError::ForbiddenModel(requested.to_owned()))
+    }
+}
+
+pub async fn list_models(State(state): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Response {
+    let data: Vec<_> = state
+        .config
+        .models
+        .values()
+        .filter(|m| caller.may_use_model(&m.name))
+        .map(|m| {
+            let mut entry = json!({"id": m.name, "object": "model", "created": state.started_at, "owned_by": "lariat"});
+            if let Some(description) = &m.description {
+                entry["description"] = json!(description);
+            }
+            entry
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::Unavailable("not ready: tool sources are still being listed".into()).into_response()
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+pub async fn not_found(request: Request) -> ApiError {
+    ApiError::RouteNotFound { method: request.method().to_string(), path: request.uri().path().to_owned() }
+}
+
+pub async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(request.method().to_string())
+}

@@ -1,0 +1,191 @@
+//! The HTTP surface: axum router, layers (request id, trace span, auth, body limit,
+//! panic → JSON), handlers, and serving with graceful shutdown.
+
+mod auth;
+mod extract;
+mod handlers;
+mod sse;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderName, StatusCode};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::agent::Agent;
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::telemetry::Metrics;
+use crate::upstream::Upstream;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything a handler needs, shared by all requests.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub keys: Keys,
+    pub agent: Agent,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the config was loaded; reported as `created` of every model.
+    pub started_at: u64,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>) -> Result<Arc<Self>, ApiError> {
+        let metrics = Arc::new(Metrics::default());
+        let upstream =
+            Upstream::new(config.providers.values().cloned(), config.server.max_event_bytes, metrics.clone())?;
+        Ok(Arc::new(Self {
+            keys: Keys::new(&config.keys),
+            agent: Agent { upstream, metrics: metrics.clone() },
+            metrics,
+            config,
+            started_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            // Nothing is listed asynchronously yet, so a loaded config means ready.
+            ready: AtomicBool::new(true),
+        }))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The virtual model a response was for, recorded by handlers for the metrics layer.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelLabel(pub String);
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    let api = Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/models", get(handlers::list_models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .merge(api)
+        .route("/health", get(handlers::health))
+        .route("/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION]))
+                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request| {
+                            let id = req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok());
+                            tracing::info_span!("request", id = id.unwrap_or("-"), method = %req.method(), path = %req.uri().path())
+                        })
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(Level::INFO))
+                        .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal("the request handler panicked".into()).into_response()
+                })),
+        )
+        .with_state(state)
+}
+
+/// Counts every request by route, virtual model and status.
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    let model = response.extensions().get::<ModelLabel>().map_or("-", |m| m.0.as_str());
+    state.metrics.record_request(&route, model, response.status().as_u16(), started.elapsed());
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish for at most
+/// `server.shutdown_timeout` before returning.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let deadline = state.config.server.shutdown_timeout;
+    let (stop_tx, mut stop_wait) = tokio::sync::watch::channel(false);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(
+            deadline_s = deadline.as_secs_f64(),
+            "shutting down: no new connections, waiting for in-flight requests"
+        );
+        let _ = stop_tx.send(true);
+    });
+    let forced = async move {
+        let _ = stop_wait.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = forced => {
+            tracing::warn!("shutdown deadline passed; dropping the remaining requests");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

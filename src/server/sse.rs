@@ -1,0 +1,52 @@
+//! The agent's chunk stream → an SSE response: one `data:` event per chunk, keep-alive
+//! comments while the upstream or tools are quiet, an OpenAI-style error event if the
+//! stream fails after it started, and `data: [DONE]` at the end in every case.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use crate::agent::AgentStream;
+use crate::error::ApiError;
+use crate::telemetry::StreamGuard;
+
+pub fn respond(chunks: AgentStream, keepalive: Duration, guard: StreamGuard) -> Response {
+    let events = chunks
+        .scan(false, |failed, item| {
+            let event = if *failed {
+                None
+            } else {
+                Some(match item {
+                    Ok(chunk) => Event::default().json_data(chunk).unwrap_or_else(|e| {
+                        *failed = true;
+                        error_event(&ApiError::Internal(format!("encoding a chunk: {e}")))
+                    }),
+                    Err(error) => {
+                        *failed = true;
+                        tracing::warn!(error = %error, "stream ended with an error event");
+                        error_event(&error)
+                    }
+                })
+            };
+            futures::future::ready(event)
+        })
+        .chain(futures::stream::once(futures::future::ready(Event::default().data("[DONE]"))))
+        .map(move |event| {
+            // The guard lives as long as the stream: dropping the response (client gone
+            // or stream finished) decrements the active-streams gauge.
+            let _ = &guard;
+            Ok::<_, Infallible>(event)
+        });
+    let mut response =
+        Sse::new(events).keep_alive(KeepAlive::new().interval(keepalive).text("keep-alive")).into_response();
+    // Reverse proxies (nginx) must not buffer the stream either.
+    response.headers_mut().insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    response
+}
+
+fn error_event(error: &ApiError) -> Event {
+    Event::default().data(error.body().to_string())
+}

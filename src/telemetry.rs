@@ -1,0 +1,131 @@
+//! Logs (tracing, human or JSON) and Prometheus metrics.
+//!
+//! Metrics live in a per-instance `Metrics` value rather than a global recorder, so
+//! several lariat instances (tests, or an embedding) never share counters.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Installs the global subscriber. `RUST_LOG` sets levels (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    model: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    target: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    user: String,
+    model: String,
+    target: String,
+    kind: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<RouteLabels>,
+    upstream_attempts: Family<AttemptLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    active_streams: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lariat");
+        let requests = Family::default();
+        let latency: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
+        let upstream_attempts = Family::default();
+        let tokens = Family::default();
+        let active_streams = Gauge::default();
+        registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
+        registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
+        registry.register("upstream_attempts", "Upstream attempts by target and outcome", upstream_attempts.clone());
+        registry.register("tokens", "Prompt and completion tokens by user, model and target", tokens.clone());
+        registry.register("active_streams", "SSE responses currently open", active_streams.clone());
+        Self { registry, requests, latency, upstream_attempts, tokens, active_streams }
+    }
+}
+
+impl Metrics {
+    pub fn record_request(&self, route: &str, model: &str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&RequestLabels { route: route.into(), model: model.into(), status }).inc();
+        self.latency.get_or_create(&RouteLabels { route: route.into() }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn record_attempt(&self, target: &str, outcome: &str) {
+        self.upstream_attempts.get_or_create(&AttemptLabels { target: target.into(), outcome: outcome.into() }).inc();
+    }
+
+    pub fn record_tokens(&self, user: &str, model: &str, target: &str, prompt: u64, completion: u64) {
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            let labels = TokenLabels { user: user.into(), model: model.into(), target: target.into(), kind };
+            self.tokens.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    /// Counts an open stream until the returned guard is dropped.
+    pub fn stream_opened(&self) -> StreamGuard {
+        self.active_streams.inc();
+        StreamGuard(self.active_streams.clone())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements the active-streams gauge when the response stream is dropped.
+#[derive(Debug)]
+pub struct StreamGuard(Gauge);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

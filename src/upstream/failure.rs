@@ -1,0 +1,165 @@
+//! How one upstream attempt failed, and what that means for the chain walk.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// One target tried and what happened to it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// `provider/model`.
+    pub target: String,
+    pub failure: Failure,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String, code: Option<String>, param: Option<String>, retry_after: Option<Duration> },
+    #[error("invalid response: {0}")]
+    InvalidBody(String),
+    #[error("stream failed: {0}")]
+    Stream(String),
+}
+
+impl Failure {
+    /// Worth trying the same target again (after a backoff).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Timeout(_) => true,
+            Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            Self::InvalidBody(_) | Self::Stream(_) => false,
+        }
+    }
+
+    /// The upstream says the request itself is wrong: no other target will do better,
+    /// so the error goes back to the client.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Self::Status { status: 400 | 422, .. }) && !self.is_context_length()
+    }
+
+    /// The prompt does not fit the target's window (compaction or a larger target helps).
+    pub fn is_context_length(&self) -> bool {
+        let Self::Status { status: 400 | 413 | 422, message, code, .. } = self else { return false };
+        if code.as_deref() == Some("context_length_exceeded") {
+            return true;
+        }
+        let m = message.to_ascii_lowercase();
+        [
+            "context length",
+            "context_length",
+            "context window",
+            "maximum context",
+            "too many tokens",
+            "prompt is too long",
+            "exceeds the available context",
+        ]
+        .iter()
+        .any(|needle| m.contains(needle))
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(self, Self::Status { status: 429, .. })
+    }
+
+    /// A short label for metrics; never contains request data.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Timeout(_) => "timeout",
+            Self::Status { status: 429, .. } => "rate_limited",
+            Self::Status { status: 400..=499, .. } => "client_error",
+            Self::Status { .. } => "server_error",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::Stream(_) => "stream",
+        }
+    }
+
+    /// Builds a status failure from an error response body, keeping the upstream's
+    /// message (OpenAI shape, or a plain body cut short) with `secrets` blanked out.
+    pub fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>, secrets: &[&str]) -> Self {
+        let parsed: Option<Value> = serde_json::from_slice(body).ok();
+        let error = parsed.as_ref().map(|v| v.get("error").unwrap_or(v));
+        let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_owned);
+        let message =
+            field("message").or_else(|| error.and_then(Value::as_str).map(str::to_owned)).unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                if text.is_empty() { "no error message".to_owned() } else { truncate(text, 300) }
+            });
+        Self::Status {
+            status,
+            message: redact(&message, secrets),
+            code: field("code"),
+            param: field("param"),
+            retry_after,
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Replaces every occurrence of a secret with `[redacted]`.
+pub fn redact(text: &str, secrets: &[&str]) -> String {
+    secrets.iter().filter(|s| s.len() >= 4).fold(text.to_owned(), |acc, secret| acc.replace(secret, "[redacted]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_statuses() {
+        let status = |s| Failure::from_status(s, b"{}", None, &[]);
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(status(s).is_retryable(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422, 501] {
+            assert!(!status(s).is_retryable(), "{s}");
+        }
+        assert!(status(400).is_client_fault());
+        assert!(!status(401).is_client_fault());
+        assert!(Failure::Connect("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn detects_context_length_errors() {
+        let cases = [
+            (r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#, true),
+            (r#"{"error":{"message":"This model's maximum context length is 8192 tokens"}}"#, true),
+            (r#"{"error":"the prompt is too long"}"#, true),
+            (r#"{"error":{"message":"temperature must be <= 2"}}"#, false),
+        ];
+        for (body, want) in cases {
+            let f = Failure::from_status(400, body.as_bytes(), None, &[]);
+            assert_eq!(f.is_context_length(), want, "{body}");
+            assert_eq!(f.is_client_fault(), !want, "{body}");
+        }
+    }
+
+    #[test]
+    fn keeps_upstream_message_without_secrets() {
+        let f = Failure::from_status(
+            401,
+            br#"{"error":{"message":"Incorrect API key provided: sk-secret-123","code":"invalid_api_key"}}"#,
+            None,
+            &["sk-secret-123"],
+        );
+        assert_eq!(f.to_string(), "HTTP 401: Incorrect API key provided: [redacted]");
+        let plain = Failure::from_status(502, b"<html>Bad gateway</html>", None, &[]);
+        assert_eq!(plain.to_string(), "HTTP 502: <html>Bad gateway</html>");
+    }
+}

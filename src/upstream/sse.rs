@@ -1,0 +1,165 @@
+//! Upstream SSE → `ChatChunk`s: a size cap on each event, `[DONE]` handling, error
+//! events, a stall timeout, and a check that the stream really finished.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use super::Failure;
+use crate::openai::ChatChunk;
+
+/// Chunks of one upstream stream, in order; a `Failure` item ends it.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Failure>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+enum TransportError {
+    #[error("{0}")]
+    Body(String),
+    #[error("an event exceeded {0} bytes")]
+    EventTooLarge(usize),
+}
+
+/// Parses an SSE byte stream into chunks. `stall` bounds the wait for each event.
+pub fn chunks<S, E>(bytes: S, max_event_bytes: usize, stall: Duration) -> ChunkStream
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let capped = bytes.map_err(|e| TransportError::Body(e.to_string())).scan(0usize, move |pending, item| {
+        let item = item.and_then(|chunk| {
+            *pending = bytes_after_last_boundary(&chunk, *pending);
+            if *pending > max_event_bytes { Err(TransportError::EventTooLarge(max_event_bytes)) } else { Ok(chunk) }
+        });
+        futures::future::ready(Some(item))
+    });
+    let events = capped.eventsource();
+    let state = State { events: Box::pin(events), finished: false, done: false, stall };
+    Box::pin(futures::stream::unfold(state, next_chunk))
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<TransportError>>> + Send>>;
+
+struct State {
+    events: Events,
+    /// A choice carried a `finish_reason`: the answer is complete even without `[DONE]`.
+    finished: bool,
+    done: bool,
+    stall: Duration,
+}
+
+async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)> {
+    if st.done {
+        return None;
+    }
+    loop {
+        let event = match tokio::time::timeout(st.stall, st.events.next()).await {
+            Err(_) => Err(Failure::Timeout(st.stall)),
+            Ok(None) if st.finished => return None,
+            Ok(None) => Err(Failure::Stream("the upstream closed the stream before the answer was complete".into())),
+            Ok(Some(Err(e))) => Err(match e {
+                EventStreamError::Transport(TransportError::EventTooLarge(n)) => {
+                    Failure::InvalidBody(format!("an SSE event exceeded {n} bytes"))
+                }
+                other => Failure::Stream(other.to_string()),
+            }),
+            Ok(Some(Ok(event))) => {
+                let data = event.data.trim();
+                if data == "[DONE]" {
+                    return None;
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                parse_chunk(data)
+            }
+        };
+        match event {
+            Ok(chunk) => {
+                st.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
+                return Some((Ok(chunk), st));
+            }
+            Err(failure) => {
+                st.done = true;
+                return Some((Err(failure), st));
+            }
+        }
+    }
+}
+
+fn parse_chunk(data: &str) -> Result<ChatChunk, Failure> {
+    let value: Value =
+        serde_json::from_str(data).map_err(|e| Failure::InvalidBody(format!("an SSE event is not JSON: {e}")))?;
+    if let Some(error) = value.get("error") {
+        let message = error.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_owned);
+        return Err(Failure::Stream(format!("the upstream sent an error event: {message}")));
+    }
+    serde_json::from_value(value).map_err(|e| Failure::InvalidBody(format!("an SSE event is not a chat chunk: {e}")))
+}
+
+/// Length of the trailing incomplete event after appending `chunk` to `pending` bytes.
+fn bytes_after_last_boundary(chunk: &[u8], pending: usize) -> usize {
+    let boundary = [b"\n\n".as_slice(), b"\r\n\r\n", b"\r\r"]
+        .iter()
+        .filter_map(|sep| chunk.windows(sep.len()).rposition(|w| w == *sep).map(|p| p + sep.len()))
+        .max();
+    match boundary {
+        Some(end) => chunk.len() - end,
+        None => pending + chunk.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_of(parts: &[&'static str]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
+    }
+
+    async fn collect(parts: &[&'static str], cap: usize) -> Vec<Result<ChatChunk, Failure>> {
+        chunks(stream_of(parts), cap, Duration::from_secs(5)).collect().await
+    }
+
+    #[tokio::test]
+    async fn parses_split_events_and_done() {
+        let out = collect(
+            &[
+                "data: {\"id\":\"a\",\"choices\":[{\"delta\":{\"content\":\"he\"}}]}\n",
+                "\ndata: {\"id\":\"a\",\"choices\":[{\"delta\":{\"content\":\"llo\"},\"finish_reason\":\"stop\"}]}\n\n",
+                ": keep-alive\n\ndata: [DONE]\n\n",
+            ],
+            1024,
+        )
+        .await;
+        let contents: Vec<_> =
+            out.iter().map(|c| c.as_ref().unwrap().choices[0].delta.content.clone().unwrap()).collect();
+        assert_eq!(contents, ["he", "llo"]);
+    }
+
+    #[tokio::test]
+    async fn reports_errors() {
+        let cut = collect(&["data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"], 1024).await;
+        assert!(matches!(cut.last(), Some(Err(Failure::Stream(_)))), "{cut:?}");
+        let garbage = collect(&["data: not json\n\n"], 1024).await;
+        assert!(matches!(garbage[0], Err(Failure::InvalidBody(_))));
+        let big = collect(
+            &["data: {\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],
+            64,
+        )
+        .await;
+        assert!(matches!(&big[0], Err(Failure::InvalidBody(m)) if m.contains("exceeded 64")), "{big:?}");
+        let error = collect(&["data: {\"error\":{\"message\":\"overloaded\"}}\n\n"], 1024).await;
+        assert!(matches!(&error[0], Err(Failure::Stream(m)) if m.contains("overloaded")));
+    }
+
+    #[test]
+    fn tracks_incomplete_event_length() {
+        assert_eq!(bytes_after_last_boundary(b"abc", 5), 8);
+        assert_eq!(bytes_after_last_boundary(b"a\n\nbc", 5), 2);
+        assert_eq!(bytes_after_last_boundary(b"a\r\n\r\n", 5), 0);
+    }
+}
