@@ -222,12 +222,8 @@ impl Config {
         })?;
         let mut errors = Vec::new();
         expand::expand_table(&mut table, "", env, &mut errors);
-        let raw: raw::RawConfig = match serde_path_to_error::deserialize(table) {
-            Ok(raw) => raw,
-            Err(e) => {
-                errors.push(ConfigError::new(e.path().to_string(), e.inner().message().to_owned()));
-                return Err(errors);
-            }
+        let Some(raw) = deserialize_reporting_unknown_keys(table, &mut errors) else {
+            return Err(errors);
         };
         match validate::validate(path, raw) {
             Ok(config) if errors.is_empty() => Ok(config),
@@ -238,6 +234,49 @@ impl Config {
             }
         }
     }
+}
+
+/// Deserializes the raw config. An unknown key is reported, removed, and parsing
+/// retried, so one `check` run names every misspelt key, not just the first.
+fn deserialize_reporting_unknown_keys(mut table: toml::Table, errors: &mut Vec<ConfigError>) -> Option<raw::RawConfig> {
+    const MAX_UNKNOWN_KEYS: usize = 100;
+    for _ in 0..MAX_UNKNOWN_KEYS {
+        match serde_path_to_error::deserialize::<_, raw::RawConfig>(table.clone()) {
+            Ok(raw) => return Some(raw),
+            Err(e) => {
+                let message = e.inner().message().to_owned();
+                errors.push(ConfigError::new(e.path().to_string(), message.clone()));
+                if !(message.starts_with("unknown field") && remove_key(&mut table, e.path())) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Removes the value at `path` from `table`; false if the path does not lead anywhere.
+fn remove_key(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key: last }, parents)) = segments.split_last() else { return false };
+    let mut root = toml::Value::Table(std::mem::take(table));
+    let mut current = Some(&mut root);
+    for segment in parents {
+        current = match (segment, current) {
+            (Segment::Map { key }, Some(toml::Value::Table(t))) => t.get_mut(key.as_str()),
+            (Segment::Seq { index }, Some(toml::Value::Array(a))) => a.get_mut(*index),
+            _ => None,
+        };
+    }
+    let removed = match current {
+        Some(toml::Value::Table(t)) => t.remove(last.as_str()).is_some(),
+        _ => false,
+    };
+    if let toml::Value::Table(t) = root {
+        *table = t;
+    }
+    removed
 }
 
 impl ConfigError {

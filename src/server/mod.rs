@@ -73,6 +73,12 @@ impl AppState {
 pub(crate) struct ModelLabel(pub String);
 
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The router with `extra` routes mounted under the same layers; tests use it to
+/// check that the layers (panic → JSON 500 among them) hold for any handler.
+pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let api = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
@@ -80,6 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .merge(api)
+        .merge(extra)
         .route("/health", get(handlers::health))
         .route("/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
@@ -135,16 +142,16 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish for at most
-/// `server.shutdown_timeout` before returning.
+/// Serves `app` until `shutdown` resolves, then lets in-flight requests finish for at
+/// most `deadline` before returning.
 pub async fn serve(
-    state: Arc<AppState>,
+    app: Router,
     listener: TcpListener,
+    deadline: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let deadline = state.config.server.shutdown_timeout;
     let (stop_tx, mut stop_wait) = tokio::sync::watch::channel(false);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(

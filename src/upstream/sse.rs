@@ -31,8 +31,9 @@ where
 {
     let capped = bytes.map_err(|e| TransportError::Body(e.to_string())).scan(0usize, move |pending, item| {
         let item = item.and_then(|chunk| {
-            *pending = bytes_after_last_boundary(&chunk, *pending);
-            if *pending > max_event_bytes { Err(TransportError::EventTooLarge(max_event_bytes)) } else { Ok(chunk) }
+            let (longest, tail) = event_lengths(&chunk, *pending);
+            *pending = tail;
+            if longest > max_event_bytes { Err(TransportError::EventTooLarge(max_event_bytes)) } else { Ok(chunk) }
         });
         futures::future::ready(Some(item))
     });
@@ -100,16 +101,28 @@ fn parse_chunk(data: &str) -> Result<ChatChunk, Failure> {
     serde_json::from_value(value).map_err(|e| Failure::InvalidBody(format!("an SSE event is not a chat chunk: {e}")))
 }
 
-/// Length of the trailing incomplete event after appending `chunk` to `pending` bytes.
-fn bytes_after_last_boundary(chunk: &[u8], pending: usize) -> usize {
-    let boundary = [b"\n\n".as_slice(), b"\r\n\r\n", b"\r\r"]
-        .iter()
-        .filter_map(|sep| chunk.windows(sep.len()).rposition(|w| w == *sep).map(|p| p + sep.len()))
-        .max();
-    match boundary {
-        Some(end) => chunk.len() - end,
-        None => pending + chunk.len(),
+/// Given `pending` bytes of an unfinished event before `chunk`, returns the length of
+/// the longest event touched by `chunk` and the length of the event left unfinished.
+/// Events end at a blank line (`\n\n`, `\r\n\r\n` or `\r\r`).
+fn event_lengths(chunk: &[u8], pending: usize) -> (usize, usize) {
+    let mut longest = 0;
+    let mut start = 0;
+    let mut current = pending;
+    let mut i = 0;
+    while i < chunk.len() {
+        let rest = &chunk[i..];
+        let sep = [b"\n\n".as_slice(), b"\r\n\r\n", b"\r\r"].into_iter().find(|sep| rest.starts_with(sep));
+        if let Some(sep) = sep {
+            longest = longest.max(current + i - start);
+            i += sep.len();
+            start = i;
+            current = 0;
+        } else {
+            i += 1;
+        }
     }
+    let tail = current + chunk.len() - start;
+    (longest.max(tail), tail)
 }
 
 #[cfg(test)]
@@ -157,9 +170,10 @@ mod tests {
     }
 
     #[test]
-    fn tracks_incomplete_event_length() {
-        assert_eq!(bytes_after_last_boundary(b"abc", 5), 8);
-        assert_eq!(bytes_after_last_boundary(b"a\n\nbc", 5), 2);
-        assert_eq!(bytes_after_last_boundary(b"a\r\n\r\n", 5), 0);
+    fn measures_event_lengths() {
+        assert_eq!(event_lengths(b"abc", 5), (8, 8));
+        assert_eq!(event_lengths(b"a\n\nbc", 5), (6, 2));
+        assert_eq!(event_lengths(b"a\r\n\r\n", 5), (6, 0));
+        assert_eq!(event_lengths(b"x\n\nyyyyyyyyyy\n\nz", 0), (10, 1));
     }
 }

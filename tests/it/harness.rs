@@ -1,0 +1,414 @@
+//! Shared test harness: a scripted mock upstream and lariat started on port 0.
+//!
+//! Script the upstream with one line per answer (`mock.push(Reply::text("hi"))`),
+//! start lariat against it (`Lariat::start(&config(&mock, ""))`), talk HTTP to it,
+//! then assert on what the upstream received (`mock.received()`).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use http::{HeaderMap, StatusCode};
+use lariat::config::Config;
+use lariat::server::{self, AppState};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot};
+
+/// One scripted upstream answer.
+#[derive(Clone)]
+pub enum Reply {
+    /// A JSON body with a status (and optional extra headers).
+    Json { status: u16, body: Value, headers: Vec<(&'static str, String)> },
+    /// Any body with any content type (for garbage answers).
+    Raw { status: u16, content_type: &'static str, body: String },
+    /// An SSE body played step by step.
+    Sse(Vec<Step>),
+    /// Never answers.
+    Hang,
+}
+
+/// One step of a scripted SSE body.
+#[derive(Clone)]
+pub enum Step {
+    /// `data: <payload>\n\n`
+    Data(String),
+    /// Raw bytes, exactly as given.
+    Bytes(String),
+    Sleep(Duration),
+    /// Waits until the test calls `notify_one` on it.
+    Wait(Arc<Notify>),
+    /// Aborts the connection mid-body.
+    Cut,
+}
+
+impl Reply {
+    /// A plain assistant answer with usage.
+    pub fn text(content: &str) -> Self {
+        Self::completion(json!({"role": "assistant", "content": content}), "stop")
+    }
+
+    pub fn completion(message: Value, finish_reason: &str) -> Self {
+        Self::json(
+            200,
+            json!({
+                "id": "chatcmpl-upstream", "object": "chat.completion", "created": 1, "model": "upstream-model",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+            }),
+        )
+    }
+
+    pub fn json(status: u16, body: Value) -> Self {
+        Self::Json { status, body, headers: Vec::new() }
+    }
+
+    /// An OpenAI-shaped error.
+    pub fn error(status: u16, message: &str) -> Self {
+        Self::json(status, json!({"error": {"message": message, "type": "upstream_error", "code": null}}))
+    }
+
+    /// A streamed answer: a role chunk, one chunk per piece, a finish chunk, `[DONE]`.
+    pub fn stream(pieces: &[&str]) -> Self {
+        let mut steps = vec![Step::Data(chunk(json!({"role": "assistant", "content": ""}), None))];
+        steps.extend(pieces.iter().map(|p| Step::Data(chunk(json!({"content": p}), None))));
+        steps.push(Step::Data(chunk(json!({}), Some("stop"))));
+        steps.push(Step::Data("[DONE]".into()));
+        Self::Sse(steps)
+    }
+}
+
+/// One upstream chunk JSON with the given delta.
+pub fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
+    json!({
+        "id": format!("chatcmpl-up-{}", rand_suffix()), "object": "chat.completion.chunk", "created": 1,
+        "model": "upstream-model", "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+    })
+    .to_string()
+}
+
+fn rand_suffix() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct MockState {
+    script: Mutex<VecDeque<Reply>>,
+    fallback: Mutex<Option<Reply>>,
+    received: Mutex<Vec<Received>>,
+    /// Notified when an SSE body is dropped before it finished (client went away).
+    stream_dropped: Notify,
+}
+
+/// The scripted upstream, serving on a loopback port.
+#[derive(Clone)]
+pub struct MockUpstream {
+    pub url: String,
+    state: Arc<MockState>,
+}
+
+impl MockUpstream {
+    pub async fn start() -> Self {
+        let state = Arc::new(MockState::default());
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url: format!("http://{addr}/v1"), state }
+    }
+
+    /// Queues an answer for the next request.
+    pub fn push(&self, reply: Reply) -> &Self {
+        self.state.script.lock().unwrap().push_back(reply);
+        self
+    }
+
+    /// The answer once the script is used up.
+    pub fn always(&self, reply: Reply) -> &Self {
+        *self.state.fallback.lock().unwrap() = Some(reply);
+        self
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn last_body(&self) -> Value {
+        self.received().last().expect("the upstream received no request").body.clone()
+    }
+
+    /// Waits (up to 5 s) for an SSE body to be dropped before it finished.
+    pub async fn wait_stream_dropped(&self) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), self.state.stream_dropped.notified()).await.is_ok()
+    }
+}
+
+async fn handle(State(state): State<Arc<MockState>>, uri: http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.received.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body });
+    let reply = state.script.lock().unwrap().pop_front().or_else(|| state.fallback.lock().unwrap().clone());
+    let Some(reply) = reply else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "mock upstream: no reply scripted").into_response();
+    };
+    match reply {
+        Reply::Json { status, body, headers } => {
+            let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+        Reply::Raw { status, content_type, body } => {
+            (StatusCode::from_u16(status).unwrap(), [(http::header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Reply::Hang => std::future::pending().await,
+        Reply::Sse(steps) => {
+            let guard = DropGuard { state: Some(state.clone()) };
+            let body = futures::stream::unfold((steps.into_iter(), guard), |(mut steps, guard)| async move {
+                loop {
+                    let Some(step) = steps.next() else {
+                        guard.disarm();
+                        return None;
+                    };
+                    match step {
+                        Step::Data(payload) => {
+                            return Some((Ok(Bytes::from(format!("data: {payload}\n\n"))), (steps, guard)));
+                        }
+                        Step::Bytes(raw) => return Some((Ok(Bytes::from(raw)), (steps, guard))),
+                        Step::Sleep(d) => tokio::time::sleep(d).await,
+                        Step::Wait(notify) => notify.notified().await,
+                        Step::Cut => {
+                            guard.disarm();
+                            return Some((Err(std::io::Error::other("cut")), (steps, DropGuard::disarmed())));
+                        }
+                    }
+                }
+            });
+            Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+    }
+}
+
+struct DropGuard {
+    state: Option<Arc<MockState>>,
+}
+
+impl DropGuard {
+    /// The body finished as scripted; dropping it now is not a cancellation.
+    fn disarm(mut self) {
+        self.state = None;
+    }
+
+    fn disarmed() -> Self {
+        Self { state: None }
+    }
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            state.stream_dropped.notify_one();
+        }
+    }
+}
+
+/// Keys every test config knows.
+pub const ALICE: &str = "sk-alice-0123456789";
+pub const BOB: &str = "sk-bob-0123456789";
+pub const PROVIDER_KEY: &str = "sk-provider-secret-42";
+
+/// A config with provider `mock` (pointing at `mock`), models `assistant` and `other`,
+/// key ALICE (all models) and key BOB (only `other`); `extra` is appended.
+pub fn config(mock: &MockUpstream, extra: &str) -> String {
+    config_with_server(mock, "", extra)
+}
+
+/// `config`, with `server` lines added to the `[server]` table.
+pub fn config_with_server(mock: &MockUpstream, server: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[providers.mock]
+base_url = "{url}"
+api_key = "{PROVIDER_KEY}"
+timeout_s = 5
+
+[models.assistant]
+chain = [{{ target = "mock/gpt-test", context_window = 8000 }}]
+
+[models.other]
+chain = ["mock/other-model"]
+
+[[keys]]
+key = "{ALICE}"
+user = "alice"
+access = "admin"
+
+[[keys]]
+key_sha256 = "{bob_sha}"
+user = "bob"
+models = ["other"]
+{extra}
+"#,
+        url = mock.url,
+        bob_sha = sha256_hex(BOB),
+    )
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(lariat::auth::sha256(s.as_bytes()))
+}
+
+/// A running lariat instance.
+pub struct Lariat {
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    pub state: Arc<AppState>,
+}
+
+impl Lariat {
+    pub async fn start(config_text: &str) -> Self {
+        Self::start_with(config_text, Router::new()).await
+    }
+
+    /// Starts lariat with `extra` routes mounted under its layers.
+    pub async fn start_with(config_text: &str, extra: Router<Arc<AppState>>) -> Self {
+        let config = Config::from_toml(Path::new("test.toml"), config_text, &|_| None)
+            .unwrap_or_else(|e| panic!("test config is invalid: {e:?}"));
+        let state = AppState::new(Arc::new(config)).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = server::router_with(state.clone(), extra);
+        tokio::spawn(server::serve(app, listener, Duration::from_secs(5), async move {
+            let _ = stopped.await;
+        }));
+        Self { url: format!("http://{addr}"), stop: Some(stop), state }
+    }
+
+    pub fn post(&self, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+        let mut builder = client().post(format!("{}{path}", self.url));
+        if let Some(key) = key {
+            builder = builder.bearer_auth(key);
+        }
+        builder
+    }
+
+    pub fn get(&self, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+        let mut builder = client().get(format!("{}{path}", self.url));
+        if let Some(key) = key {
+            builder = builder.bearer_auth(key);
+        }
+        builder
+    }
+
+    /// POST /v1/chat/completions as ALICE.
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.post("/v1/chat/completions", Some(ALICE)).json(&body).send().await.unwrap()
+    }
+}
+
+impl Drop for Lariat {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+/// A minimal chat request for `model`.
+pub fn request(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// Asserts an OpenAI-shaped error with `status` and `code`; returns the error object.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response.headers()[http::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/json"), "error content type {content_type}");
+    let body: Value = response.json().await.unwrap();
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    assert!(error.get("param").is_some(), "{body}");
+    error.clone()
+}
+
+/// Reads SSE from a response: events (data payloads) and comments, in arrival order.
+pub struct SseReader {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    buffer: String,
+    pub comments: usize,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        let ct = response.headers()[http::header::CONTENT_TYPE].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/event-stream"), "content type {ct}");
+        Self { stream: response.bytes_stream().boxed(), buffer: String::new(), comments: 0 }
+    }
+
+    /// The next `data:` payload, or None at the end of the body. Fails after 10 s.
+    pub async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> =
+                    event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                if event.lines().filter(|l| !l.is_empty()).all(|l| l.starts_with(':')) {
+                    self.comments += 1;
+                    continue;
+                }
+                return Some(data.join("\n"));
+            }
+            let next = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("no SSE event within 10 s");
+            match next {
+                Some(Ok(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                Some(Err(e)) => panic!("SSE body failed: {e}"),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every remaining payload, `[DONE]` included.
+    pub async fn collect(mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(event) = self.next().await {
+            out.push(event);
+        }
+        out
+    }
+}
+
+/// Parses every payload but `[DONE]` as JSON.
+pub fn json_events(events: &[String]) -> Vec<Value> {
+    events.iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect()
+}

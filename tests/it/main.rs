@@ -1,0 +1,18 @@
+//! lariat's integration tests: one binary, one module per capability, all sharing
+//! `harness` (scripted mock upstream + lariat on a loopback port).
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code fails loudly on purpose; the crate's lints guard production code"
+)]
+
+mod harness;
+
+mod auth;
+mod cli;
+mod errors;
+mod relay;
+mod sdk;
+mod streaming;

@@ -1,0 +1,57 @@
+//! The official `openai` Python SDK as a client (non-stream and stream).
+//!
+//! `.ci/run` creates `.venv` with the SDK. Outside CI a missing SDK skips with a
+//! message; under CI=true it fails, so the check can never silently disappear.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::harness::*;
+
+fn python_with_openai() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("LARIAT_TEST_PYTHON").map(PathBuf::from),
+        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find(|python| Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success()));
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the openai Python SDK is required under CI=true (run .ci/run, or set LARIAT_TEST_PYTHON)"
+        );
+        eprintln!("SKIPPED: openai Python SDK not found (python3 -m venv .venv && .venv/bin/pip install openai)");
+    }
+    found
+}
+
+#[tokio::test]
+async fn official_python_sdk_works_against_lariat() {
+    let Some(python) = python_with_openai() else { return };
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::text("Hello from lariat"));
+    mock.push(Reply::stream(&["Hel", "lo ", "streamed"]));
+    let lariat = Lariat::start(&config(&mock, "")).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("LARIAT_URL", format!("{}/v1", lariat.url))
+        .env("LARIAT_KEY", ALICE)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["models"], serde_json::json!(["assistant", "other"]));
+    assert_eq!(result["complete"]["content"], "Hello from lariat");
+    assert_eq!(result["complete"]["model"], "assistant");
+    assert_eq!(result["complete"]["total_tokens"], 15);
+    assert_eq!(result["stream"]["content"], "Hello streamed");
+    assert_eq!(result["stream"]["ids"], 1);
+    assert_eq!(result["stream"]["finish_reason"], "stop");
+    assert_eq!(result["unknown_model_status"], 404);
+    assert_eq!(mock.received()[0].body["temperature"], 0.5);
+}
