@@ -290,3 +290,6 @@ impl ConfigError {
         self
     }
 }
+
+#[cfg(test)]
+mod tests;

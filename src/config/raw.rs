@@ -153,7 +153,8 @@ pub struct RawBuiltins {
     pub fetch_url: Option<RawFetchUrl>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// Built-ins are on unless a section says `enabled = false`, so `Default` is manual.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCurrentTime {
     #[serde(default = "yes")]
@@ -161,7 +162,13 @@ pub struct RawCurrentTime {
     pub min_access: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+impl Default for RawCurrentTime {
+    fn default() -> Self {
+        Self { enabled: true, min_access: None }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFetchUrl {
     #[serde(default = "yes")]
@@ -172,6 +179,12 @@ pub struct RawFetchUrl {
     pub allow_private: Vec<String>,
     pub max_bytes: Option<u64>,
     pub timeout_s: Option<f64>,
+}
+
+impl Default for RawFetchUrl {
+    fn default() -> Self {
+        Self { enabled: true, min_access: None, allow_private: Vec::new(), max_bytes: None, timeout_s: None }
+    }
 }
 
 #[derive(Debug, Deserialize)]

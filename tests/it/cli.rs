@@ -27,6 +27,9 @@ fn the_shipped_config_passes_check() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("model assistant: openai/gpt-4o-mini → local/qwen2.5:7b"), "{stdout}");
+    // LARIAT_CONFIG stands in for --config.
+    let via_env = lariat_bin().arg("check").env("LARIAT_CONFIG", path).output().unwrap();
+    assert!(via_env.status.success(), "{}", String::from_utf8_lossy(&via_env.stderr));
 }
 
 #[test]

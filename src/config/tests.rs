@@ -1,0 +1,122 @@
+use std::path::Path;
+
+use super::*;
+
+const BASE: &str = r#"
+[providers.openai]
+base_url = "https://api.openai.com/v1/"
+api_key = "${OPENAI_API_KEY}"
+headers = { "OpenAI-Organization" = "org-1" }
+
+[providers.webui]
+base_url = "http://127.0.0.1:3000"
+kind = "openwebui"
+
+[models.assistant]
+chain = ["openai/gpt-4o-mini", { target = "webui/llama3:8b", context_window = 8192, max_rounds = 2 }]
+tools = ["current_time", "time__*"]
+max_rounds = 50
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "OPENAI_API_KEY").then(|| "sk-live-secret".to_owned())
+}
+
+fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
+    Config::from_toml(Path::new("t.toml"), text, &env)
+}
+
+fn errors(text: &str) -> Vec<(String, String)> {
+    load(text).expect_err("config should be invalid").into_iter().map(|e| (e.key, e.reason)).collect()
+}
+
+#[test]
+fn parses_the_documented_shape_with_defaults() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.server.max_body_bytes, 10 * 1024 * 1024);
+    let openai = &c.providers["openai"];
+    assert_eq!(openai.chat_url, "https://api.openai.com/v1/chat/completions");
+    assert_eq!(c.providers["webui"].chat_url, "http://127.0.0.1:3000/api/chat/completions");
+    let m = &c.models["assistant"];
+    assert_eq!(m.chain.iter().map(ChainEntry::label).collect::<Vec<_>>(), ["openai/gpt-4o-mini", "webui/llama3:8b"]);
+    assert_eq!(m.chain[1].context_window, Some(8192));
+    // A model may not raise the global round ceiling.
+    assert_eq!(m.max_rounds, 10);
+    assert!(m.tools.as_ref().unwrap().matches("time__now"));
+    assert!(c.tools.current_time.is_some() && c.tools.fetch_url.is_some(), "built-ins are on by default");
+    assert!(c.confirm.yes_words.iter().any(|w| w == "yes"));
+    assert!(matches!(c.store, Store::Memory { .. }));
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let c = load(&format!("{BASE}\n[[keys]]\nkey = \"sk-client-secret\"\nuser = \"a\"\n")).unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("sk-live-secret") && !debug.contains("org-1"), "{debug}");
+    assert!(!debug.contains("sk-client-secret"));
+}
+
+#[test]
+fn rejects_invalid_sections() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[tools.mcp.x]\nargs = []", "tools.mcp.x", "exactly one of `command`"),
+        ("[tools.mcp.x]\ncommand = \"a\"\nurl = \"http://h\"", "tools.mcp.x", "exactly one of `command`"),
+        (
+            "[tools.http.\"bad name\"]\ndescription = \"d\"\nurl = \"http://h\"",
+            "tools.http.bad name",
+            "not a valid tool name",
+        ),
+        (
+            "[tools.http.w]\ndescription = \"d\"\nurl = \"http://h\"\nmethod = \"TRACE\"",
+            "tools.http.w.method",
+            "unsupported",
+        ),
+        (
+            "[tools.http.w]\ndescription = \"d\"\nurl = \"http://h\"\nparameters = { type = \"string\" }",
+            "tools.http.w.parameters",
+            "type = \"object\"",
+        ),
+        (
+            "[tools.http.current_time]\ndescription = \"d\"\nurl = \"http://h\"",
+            "tools.builtin.current_time",
+            "defined twice",
+        ),
+        ("[store]\nkind = \"redis\"", "store.url", "redis://"),
+        ("[[keys]]\nkey = \"short\"\nuser = \"u\"", "keys[0].key", "at least 8"),
+        ("[[keys]]\nkey = \"long-enough-1\"\nkey_sha256 = \"00\"\nuser = \"u\"", "keys[0]", "exactly one of"),
+        (
+            "[[keys]]\nkey = \"long-enough-1\"\nuser = \"u\"\naccess = \"root\"",
+            "keys[0].access",
+            "unknown access level",
+        ),
+        (
+            "[[keys]]\nkey = \"long-enough-1\"\nuser = \"u\"\n[[keys]]\nkey = \"long-enough-1\"\nuser = \"v\"",
+            "keys[1]",
+            "configured twice",
+        ),
+        ("[confirm]\ntools = [\"{a\"]", "confirm.tools", "bad pattern"),
+    ];
+    for (extra, key, reason) in cases {
+        let errs = errors(&format!("{BASE}\n{extra}\n"));
+        assert!(errs.iter().any(|(k, r)| k == key && r.contains(reason)), "{extra}: {errs:?}");
+    }
+}
+
+#[test]
+fn chain_entries_are_checked_one_by_one() {
+    let errs = errors(
+        "[providers.p]\nbase_url = \"http://h\"\n[models.m]\nchain = [\"p\", 5, \"p/\", { target = \"p/x\", max_rounds = 0 }]\n",
+    );
+    let keys: Vec<&str> = errs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["models.m.chain[0].target", "models.m.chain[1]", "models.m.chain[2].target", "models.m.chain[3].max_rounds"]
+    );
+    assert!(errors("").iter().any(|(k, _)| k == "models"));
+    assert!(
+        errors("[providers.p]\nbase_url = \"http://h\"\n[models.m]\nchain = []")
+            .iter()
+            .any(|(k, _)| k == "models.m.chain")
+    );
+}
