@@ -35,6 +35,8 @@ pub enum ApiError {
     #[error("{}", describe_attempts("every upstream timed out", .0))]
     UpstreamTimeout(Vec<Attempt>),
     #[error("{0}")]
+    ContextLengthExceeded(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,6 +68,9 @@ impl ApiError {
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limited"),
             Self::UpstreamFailed(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_failed"),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout"),
+            Self::ContextLengthExceeded(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", "context_length_exceeded")
+            }
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
         }
@@ -86,13 +91,19 @@ impl ApiError {
     }
 }
 
-fn describe_attempts(headline: &str, attempts: &[Attempt]) -> String {
+/// `headline: a/x (3 attempts) → HTTP 503: busy; b/y → connection failed: ...`:
+/// each target once, with its attempt count and its last failure.
+pub fn describe_attempts(headline: &str, attempts: &[Attempt]) -> String {
     let mut out = String::from(headline);
-    for (i, a) in attempts.iter().enumerate() {
+    for (i, group) in attempts.chunk_by(|a, b| a.target == b.target).enumerate() {
+        let Some(last) = group.last() else { continue };
         out.push_str(if i == 0 { ": " } else { "; " });
-        out.push_str(&a.target);
+        out.push_str(&last.target);
+        if group.len() > 1 {
+            out.push_str(&format!(" ({} attempts)", group.len()));
+        }
         out.push_str(" → ");
-        out.push_str(&a.failure.to_string());
+        out.push_str(&last.failure.to_string());
     }
     out
 }

@@ -48,6 +48,17 @@ struct AttemptLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     user: String,
     model: String,
@@ -63,6 +74,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<RouteLabels>,
     upstream_attempts: Family<AttemptLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    cooldowns: Family<TargetLabels, Counter>,
+    first_token: HistogramFamily<TargetLabels>,
     tokens: Family<TokenLabels, Counter>,
     active_streams: Gauge,
 }
@@ -77,14 +91,34 @@ impl Default for Metrics {
         let requests = Family::default();
         let latency: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
         let upstream_attempts = Family::default();
+        let fallbacks = Family::default();
+        let cooldowns = Family::default();
+        let first_token: HistogramFamily<TargetLabels> = Family::new_with_constructor(latency_histogram);
         let tokens = Family::default();
         let active_streams = Gauge::default();
         registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
         registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
         registry.register("upstream_attempts", "Upstream attempts by target and outcome", upstream_attempts.clone());
+        registry.register("upstream_fallbacks", "Moves from a failed target to the next one", fallbacks.clone());
+        registry.register("upstream_cooldowns", "Cool-downs started, by target", cooldowns.clone());
+        registry.register(
+            "upstream_first_token_seconds",
+            "Time from sending to the first chunk (streams) or the whole answer, by target",
+            first_token.clone(),
+        );
         registry.register("tokens", "Prompt and completion tokens by user, model and target", tokens.clone());
         registry.register("active_streams", "SSE responses currently open", active_streams.clone());
-        Self { registry, requests, latency, upstream_attempts, tokens, active_streams }
+        Self {
+            registry,
+            requests,
+            latency,
+            upstream_attempts,
+            fallbacks,
+            cooldowns,
+            first_token,
+            tokens,
+            active_streams,
+        }
     }
 }
 
@@ -96,6 +130,18 @@ impl Metrics {
 
     pub fn record_attempt(&self, target: &str, outcome: &str) {
         self.upstream_attempts.get_or_create(&AttemptLabels { target: target.into(), outcome: outcome.into() }).inc();
+    }
+
+    pub fn record_fallback(&self, from: &str, to: &str) {
+        self.fallbacks.get_or_create(&FallbackLabels { from: from.into(), to: to.into() }).inc();
+    }
+
+    pub fn record_cooldown(&self, target: &str) {
+        self.cooldowns.get_or_create(&TargetLabels { target: target.into() }).inc();
+    }
+
+    pub fn record_first_token(&self, target: &str, elapsed: Duration) {
+        self.first_token.get_or_create(&TargetLabels { target: target.into() }).observe(elapsed.as_secs_f64());
     }
 
     pub fn record_tokens(&self, user: &str, model: &str, target: &str, prompt: u64, completion: u64) {

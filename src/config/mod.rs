@@ -30,6 +30,30 @@ pub struct Config {
     pub confirm: Confirm,
     pub store: Store,
     pub keys: Vec<Key>,
+    pub upstream: UpstreamPolicy,
+}
+
+/// How chain walks retry, back off and cool targets down.
+#[derive(Debug, Clone)]
+pub struct UpstreamPolicy {
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub retry_after_max: Duration,
+    pub cooldown_after: u32,
+    pub cooldown: Duration,
+}
+
+/// Deadlines of one upstream attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connection set-up.
+    pub connect: Duration,
+    /// Streams: until the first chunk. (A non-streaming answer has only `total`.)
+    pub first_byte: Duration,
+    /// Streams: the longest pause between two chunks.
+    pub stall: Duration,
+    /// The whole exchange, stream included.
+    pub total: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -52,8 +76,8 @@ pub struct Provider {
     pub chat_url: String,
     pub api_key: Option<SecretString>,
     pub headers: Vec<(String, SecretString)>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
+    pub timeouts: Timeouts,
+    pub retries: u32,
 }
 
 /// What a client names in `model`: a chain of upstream targets plus loop settings.
@@ -77,18 +101,15 @@ pub struct ChainEntry {
     pub model: String,
     pub context_window: Option<u32>,
     pub max_rounds: Option<u32>,
-    pub timeout: Option<Duration>,
+    /// The provider's, overridden by the entry.
+    pub timeouts: Timeouts,
+    pub retries: u32,
 }
 
 impl ChainEntry {
     /// `provider/model`, as reported in `x-lariat-upstream` and logs.
     pub fn label(&self) -> String {
         format!("{}/{}", self.provider.name, self.model)
-    }
-
-    /// Total time allowed for one upstream call to this target.
-    pub fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(self.provider.timeout)
     }
 }
 

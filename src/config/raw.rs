@@ -22,6 +22,46 @@ pub struct RawConfig {
     pub store: RawStore,
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+}
+
+/// Retry, backoff and cool-down policy shared by every chain walk.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    /// Retries of the same target after its first attempt (per upstream call).
+    pub retries: u32,
+    pub backoff_base_s: f64,
+    pub backoff_max_s: f64,
+    /// Longest `Retry-After` honoured; a longer one moves on to the next target.
+    pub retry_after_max_s: f64,
+    /// Consecutive failed calls after which a target cools down.
+    pub cooldown_after: u32,
+    pub cooldown_s: f64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            retries: 2,
+            backoff_base_s: 0.25,
+            backoff_max_s: 8.0,
+            retry_after_max_s: 30.0,
+            cooldown_after: 3,
+            cooldown_s: 30.0,
+        }
+    }
+}
+
+/// Timeouts settable on a provider and overridden per chain entry (the same four
+/// keys in both places; spelt out because `flatten` defeats `deny_unknown_fields`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawTimeouts {
+    pub connect_timeout_s: Option<f64>,
+    pub first_byte_timeout_s: Option<f64>,
+    pub stall_timeout_s: Option<f64>,
+    pub timeout_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,8 +101,11 @@ pub struct RawProvider {
     pub api_key: Option<String>,
     #[serde(default)]
     pub kind: ProviderKind,
-    pub timeout_s: Option<f64>,
     pub connect_timeout_s: Option<f64>,
+    pub first_byte_timeout_s: Option<f64>,
+    pub stall_timeout_s: Option<f64>,
+    pub timeout_s: Option<f64>,
+    pub retries: Option<u32>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
@@ -97,7 +140,33 @@ pub struct RawChainTable {
     pub target: String,
     pub context_window: Option<u32>,
     pub max_rounds: Option<u32>,
+    pub retries: Option<u32>,
+    pub connect_timeout_s: Option<f64>,
+    pub first_byte_timeout_s: Option<f64>,
+    pub stall_timeout_s: Option<f64>,
     pub timeout_s: Option<f64>,
+}
+
+impl RawProvider {
+    pub fn timeouts(&self) -> RawTimeouts {
+        RawTimeouts {
+            connect_timeout_s: self.connect_timeout_s,
+            first_byte_timeout_s: self.first_byte_timeout_s,
+            stall_timeout_s: self.stall_timeout_s,
+            timeout_s: self.timeout_s,
+        }
+    }
+}
+
+impl RawChainTable {
+    pub fn timeouts(&self) -> RawTimeouts {
+        RawTimeouts {
+            connect_timeout_s: self.connect_timeout_s,
+            first_byte_timeout_s: self.first_byte_timeout_s,
+            stall_timeout_s: self.stall_timeout_s,
+            timeout_s: self.timeout_s,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -13,8 +13,12 @@ use super::*;
 use crate::auth::{Access, sha256};
 use crate::globs::Globs;
 
-const DEFAULT_PROVIDER_TIMEOUT_S: f64 = 120.0;
-const DEFAULT_CONNECT_TIMEOUT_S: f64 = 10.0;
+const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(10),
+    first_byte: Duration::from_secs(120),
+    stall: Duration::from_secs(60),
+    total: Duration::from_secs(600),
+};
 const DEFAULT_TOOL_TIMEOUT_S: f64 = 30.0;
 const DEFAULT_TOOL_OUTPUT_BYTES: u64 = 64 * 1024;
 const DEFAULT_FETCH_BYTES: u64 = 512 * 1024;
@@ -61,6 +65,20 @@ impl Checker {
         })
     }
 
+    /// Timeouts from `raw`, each falling back to the one in `defaults`.
+    fn timeouts(&mut self, key: &str, raw: raw::RawTimeouts, defaults: Timeouts) -> Timeouts {
+        let mut one = |name: &str, value: Option<f64>, default: Duration| match value {
+            None => default,
+            Some(s) => self.duration(&format!("{key}.{name}"), Some(s), default.as_secs_f64()),
+        };
+        Timeouts {
+            connect: one("connect_timeout_s", raw.connect_timeout_s, defaults.connect),
+            first_byte: one("first_byte_timeout_s", raw.first_byte_timeout_s, defaults.first_byte),
+            stall: one("stall_timeout_s", raw.stall_timeout_s, defaults.stall),
+            total: one("timeout_s", raw.timeout_s, defaults.total),
+        }
+    }
+
     fn url(&mut self, key: &str, url: &str) -> bool {
         let ok = (url.starts_with("http://") || url.starts_with("https://"))
             && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()));
@@ -90,8 +108,13 @@ impl Checker {
 pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut c = Checker { errors: Vec::new() };
     let server = server(&mut c, raw.server, raw.keys.is_empty());
-    let providers: BTreeMap<_, _> =
-        raw.providers.into_iter().map(|(name, p)| (name.clone(), Arc::new(provider(&mut c, name, p)))).collect();
+    let upstream = upstream_policy(&mut c, &raw.upstream);
+    let retries = raw.upstream.retries;
+    let providers: BTreeMap<_, _> = raw
+        .providers
+        .into_iter()
+        .map(|(name, p)| (name.clone(), Arc::new(provider(&mut c, name, p, retries))))
+        .collect();
     let tools = tools(&mut c, raw.tools);
     let models: BTreeMap<_, _> = raw
         .models
@@ -110,7 +133,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
         c.err("models", "no virtual models are defined; add a [models.<name>] section with a chain");
     }
     if c.errors.is_empty() {
-        Ok(Config { path: path.to_owned(), server, providers, models, tools, confirm, store, keys })
+        Ok(Config { path: path.to_owned(), server, providers, models, tools, confirm, store, keys, upstream })
     } else {
         Err(c.errors)
     }
@@ -150,7 +173,27 @@ fn server(c: &mut Checker, s: raw::RawServer, no_keys: bool) -> Server {
     }
 }
 
-fn provider(c: &mut Checker, name: String, p: raw::RawProvider) -> Provider {
+fn upstream_policy(c: &mut Checker, u: &raw::RawUpstream) -> UpstreamPolicy {
+    if u.retries > 10 {
+        c.err("upstream.retries", "at most 10");
+    }
+    if u.cooldown_after == 0 {
+        c.err("upstream.cooldown_after", "must be at least 1");
+    }
+    let policy = UpstreamPolicy {
+        backoff_base: c.duration("upstream.backoff_base_s", Some(u.backoff_base_s), 0.25),
+        backoff_max: c.duration("upstream.backoff_max_s", Some(u.backoff_max_s), 8.0),
+        retry_after_max: c.duration("upstream.retry_after_max_s", Some(u.retry_after_max_s), 30.0),
+        cooldown_after: u.cooldown_after.max(1),
+        cooldown: c.duration("upstream.cooldown_s", Some(u.cooldown_s), 30.0),
+    };
+    if policy.backoff_max < policy.backoff_base {
+        c.err("upstream.backoff_max_s", "must not be smaller than backoff_base_s");
+    }
+    policy
+}
+
+fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32) -> Provider {
     let key = format!("providers.{name}");
     if name.contains('/') || name.is_empty() {
         c.err(&key, "provider names may not be empty or contain `/`");
@@ -160,18 +203,15 @@ fn provider(c: &mut Checker, name: String, p: raw::RawProvider) -> Provider {
     if p.kind == ProviderKind::Openwebui {
         base.push_str("/api");
     }
+    let timeouts = c.timeouts(&key, p.timeouts(), DEFAULT_TIMEOUTS);
     let api_key = p.api_key.filter(|k| !k.is_empty()).map(SecretString::from);
     Provider {
         kind: p.kind,
         chat_url: format!("{base}/chat/completions"),
         api_key,
+        timeouts,
+        retries: p.retries.unwrap_or(retries),
         headers: c.headers(&format!("{key}.headers"), p.headers),
-        timeout: c.duration(&format!("{key}.timeout_s"), p.timeout_s, DEFAULT_PROVIDER_TIMEOUT_S),
-        connect_timeout: c.duration(
-            &format!("{key}.connect_timeout_s"),
-            p.connect_timeout_s,
-            DEFAULT_CONNECT_TIMEOUT_S,
-        ),
         name,
     }
 }
@@ -219,9 +259,16 @@ fn chain_entry(
     entry: toml::Value,
 ) -> Option<ChainEntry> {
     let table = match entry {
-        toml::Value::String(target) => {
-            raw::RawChainTable { target, context_window: None, max_rounds: None, timeout_s: None }
-        }
+        toml::Value::String(target) => raw::RawChainTable {
+            target,
+            context_window: None,
+            max_rounds: None,
+            retries: None,
+            connect_timeout_s: None,
+            first_byte_timeout_s: None,
+            stall_timeout_s: None,
+            timeout_s: None,
+        },
         value @ toml::Value::Table(_) => match serde_path_to_error::deserialize::<_, raw::RawChainTable>(value) {
             Ok(t) => t,
             Err(e) => {
@@ -251,13 +298,14 @@ fn chain_entry(
     if table.max_rounds == Some(0) {
         c.err(format!("{key}.max_rounds"), "must be at least 1");
     }
-    let timeout = table.timeout_s.map(|s| c.duration(&format!("{key}.timeout_s"), Some(s), DEFAULT_PROVIDER_TIMEOUT_S));
+    let timeouts = c.timeouts(key, table.timeouts(), provider.timeouts);
     Some(ChainEntry {
         provider: provider.clone(),
         model: model.to_owned(),
         context_window: table.context_window,
         max_rounds: table.max_rounds,
-        timeout,
+        timeouts,
+        retries: table.retries.unwrap_or(provider.retries),
     })
 }
 

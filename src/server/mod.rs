@@ -50,8 +50,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<Self>, ApiError> {
         let metrics = Arc::new(Metrics::default());
-        let upstream =
-            Upstream::new(config.providers.values().cloned(), config.server.max_event_bytes, metrics.clone())?;
+        let upstream = Upstream::new(&config, metrics.clone())?;
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),
             agent: Agent { upstream, metrics: metrics.clone() },

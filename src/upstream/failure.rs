@@ -16,8 +16,8 @@ pub struct Attempt {
 pub enum Failure {
     #[error("connection failed: {0}")]
     Connect(String),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    #[error("{what} after {after:?}")]
+    Timeout { what: &'static str, after: Duration },
     #[error("HTTP {status}: {message}")]
     Status { status: u16, message: String, code: Option<String>, param: Option<String>, retry_after: Option<Duration> },
     #[error("invalid response: {0}")]
@@ -30,7 +30,7 @@ impl Failure {
     /// Worth trying the same target again (after a backoff).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::Timeout(_) => true,
+            Self::Connect(_) | Self::Timeout { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Self::InvalidBody(_) | Self::Stream(_) => false,
         }
@@ -63,7 +63,15 @@ impl Failure {
     }
 
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::Timeout(_))
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// The delay the upstream asked for (`Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     pub fn is_rate_limit(&self) -> bool {
@@ -74,7 +82,7 @@ impl Failure {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Connect(_) => "connect",
-            Self::Timeout(_) => "timeout",
+            Self::Timeout { .. } => "timeout",
             Self::Status { status: 429, .. } => "rate_limited",
             Self::Status { status: 400..=499, .. } => "client_error",
             Self::Status { .. } => "server_error",

@@ -1,11 +1,12 @@
-//! Talking to upstream providers: one HTTP client per provider, request encoding, the
-//! response (JSON or SSE) and failure classification.
-//!
-//! `Upstream::call` is the one entry point the agent uses for every upstream round.
-//! It walks the virtual model's chain; today it tries the first target only, and the
-//! retry/fallback walk replaces `call` without changing its signature.
+//! Talking to upstream providers. `Upstream::call` is the one entry point the agent
+//! uses for every upstream round: it walks the virtual model's chain (SPEC §5) —
+//! retries with backoff and `Retry-After`, fallback to the next target, cool-downs
+//! shared across requests, stickiness within a request — and either hands back the
+//! first target's answer or one error naming every target and what happened to it.
 
+mod exchange;
 mod failure;
+mod health;
 mod sse;
 
 use std::collections::HashMap;
@@ -13,20 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use secrecy::ExposeSecret;
-use serde::Serialize;
-use serde::ser::SerializeMap;
+use tokio::time::Instant;
 
 pub use failure::{Attempt, Failure};
 pub use sse::ChunkStream;
 
-use crate::config::{ChainEntry, Provider};
+use crate::config::{ChainEntry, Config, UpstreamPolicy};
 use crate::error::ApiError;
 use crate::openai::{ChatCompletion, ChatRequest};
 use crate::telemetry::Metrics;
-
-/// Largest error body read from an upstream (its message is all we keep).
-const MAX_ERROR_BODY: usize = 64 * 1024;
+use health::Health;
 
 /// What an upstream answered.
 pub enum Reply {
@@ -43,126 +40,203 @@ pub struct Answered {
     pub attempts: u32,
 }
 
+/// Per-request routing memory: once a target answered, the request's later upstream
+/// calls try it first.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Route {
+    sticky: Option<usize>,
+}
+
 #[derive(Debug)]
 pub struct Upstream {
-    clients: HashMap<String, reqwest::Client>,
+    /// One client per (provider, connect timeout): reqwest sets connect timeouts per client.
+    clients: HashMap<(String, Duration), reqwest::Client>,
+    health: Arc<Health>,
+    policy: UpstreamPolicy,
     max_event_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
+/// How walking one target ended.
+enum TargetOutcome {
+    Answered(Reply),
+    /// The request itself is wrong: stop the walk.
+    ClientFault,
+    /// The prompt does not fit: only a target with a larger window can help.
+    ContextLength,
+    Failed,
+}
+
 impl Upstream {
-    pub fn new(
-        providers: impl IntoIterator<Item = Arc<Provider>>,
-        max_event_bytes: usize,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, ApiError> {
-        let clients = providers
-            .into_iter()
-            .map(|p| {
-                let client = reqwest::Client::builder()
-                    .connect_timeout(p.connect_timeout)
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .tcp_nodelay(true)
-                    .build()
-                    .map_err(|e| ApiError::Internal(format!("building HTTP client for `{}`: {e}", p.name)))?;
-                Ok((p.name.clone(), client))
-            })
-            .collect::<Result<_, ApiError>>()?;
-        Ok(Self { clients, max_event_bytes, metrics })
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
+        let mut clients = HashMap::new();
+        let entries = config.models.values().flat_map(|m| m.chain.iter().chain(m.answer_with.as_ref()));
+        for entry in entries {
+            let key = (entry.provider.name.clone(), entry.timeouts.connect);
+            if clients.contains_key(&key) {
+                continue;
+            }
+            let client = reqwest::Client::builder()
+                .connect_timeout(entry.timeouts.connect)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| ApiError::Internal(format!("building the HTTP client for `{}`: {e}", key.0)))?;
+            clients.insert(key, client);
+        }
+        let policy = config.upstream.clone();
+        Ok(Self {
+            clients,
+            health: Arc::new(Health::new(policy.cooldown_after, policy.cooldown)),
+            policy,
+            max_event_bytes: config.server.max_event_bytes,
+            metrics,
+        })
     }
 
     /// One upstream round for `request` on `chain`. `stream` asks the upstream to stream.
     #[tracing::instrument(skip_all, fields(stream))]
-    pub async fn call(&self, chain: &[ChainEntry], request: &ChatRequest, stream: bool) -> Result<Answered, ApiError> {
-        let Some(target) = chain.first() else {
-            return Err(ApiError::Internal("virtual model has an empty chain".into()));
+    pub async fn call(
+        &self,
+        chain: &[ChainEntry],
+        route: &mut Route,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<Answered, ApiError> {
+        let labels: Vec<String> = chain.iter().map(ChainEntry::label).collect();
+        let mut attempts = Vec::new();
+        // After a context-length error, only targets with a larger window can help.
+        let mut needs_window: Option<u32> = None;
+        let mut previous: Option<&str> = None;
+        for index in self.health.order(&labels, route.sticky) {
+            let (entry, label) = (&chain[index], labels[index].as_str());
+            if needs_window.is_some_and(|w| entry.context_window.is_some_and(|own| own <= w)) {
+                continue;
+            }
+            if let Some(from) = previous {
+                self.metrics.record_fallback(from, label);
+                tracing::info!(from, to = label, "falling back to the next target");
+            }
+            if self.health.is_cooling(label) {
+                tracing::info!(target = label, "every healthier target failed; trying one that is cooling down");
+            }
+            match self.walk_target(entry, label, request, stream, &mut attempts).await {
+                TargetOutcome::Answered(reply) => {
+                    self.health.succeeded(label);
+                    route.sticky = Some(index);
+                    let reply = self.watch(reply, label);
+                    let attempts = u32::try_from(attempts.len() + 1).unwrap_or(u32::MAX);
+                    return Ok(Answered { target: entry.clone(), reply, attempts });
+                }
+                TargetOutcome::ClientFault => return Err(into_api_error(attempts)),
+                TargetOutcome::ContextLength => needs_window = Some(entry.context_window.unwrap_or(0)),
+                TargetOutcome::Failed => {
+                    if self.health.failed(label) {
+                        self.metrics.record_cooldown(label);
+                        tracing::warn!(
+                            target = label,
+                            cooldown_s = self.policy.cooldown.as_secs_f64(),
+                            "target cooling down"
+                        );
+                    }
+                }
+            }
+            previous = Some(label);
+        }
+        if attempts.is_empty() {
+            return Err(ApiError::UpstreamFailed(Vec::new()));
+        }
+        Err(into_api_error(attempts))
+    }
+
+    /// Tries one target, retrying what is worth retrying.
+    async fn walk_target(
+        &self,
+        entry: &ChainEntry,
+        label: &str,
+        request: &ChatRequest,
+        stream: bool,
+        attempts: &mut Vec<Attempt>,
+    ) -> TargetOutcome {
+        let key = (entry.provider.name.clone(), entry.timeouts.connect);
+        let Some(client) = self.clients.get(&key) else {
+            attempts.push(Attempt { target: label.to_owned(), failure: Failure::Connect("no HTTP client".into()) });
+            return TargetOutcome::Failed;
         };
-        let label = target.label();
-        match self.attempt(target, request, stream).await {
-            Ok(reply) => {
-                self.metrics.record_attempt(&label, "ok");
-                Ok(Answered { target: target.clone(), reply: self.watch(reply, label), attempts: 1 })
+        for retry in 0..=entry.retries {
+            let started = Instant::now();
+            let failure = match exchange::exchange(client, entry, request, stream, self.max_event_bytes).await {
+                Ok(reply) => {
+                    self.metrics.record_attempt(label, "ok");
+                    self.metrics.record_first_token(label, started.elapsed());
+                    return TargetOutcome::Answered(reply);
+                }
+                Err(failure) => failure,
+            };
+            self.metrics.record_attempt(label, failure.reason());
+            tracing::warn!(target = label, retry, reason = failure.reason(), error = %failure, "upstream attempt failed");
+            let delay = self.retry_delay(&failure, retry);
+            let outcome = if failure.is_client_fault() {
+                Some(TargetOutcome::ClientFault)
+            } else if failure.is_context_length() {
+                Some(TargetOutcome::ContextLength)
+            } else if retry == entry.retries || delay.is_none() {
+                Some(TargetOutcome::Failed)
+            } else {
+                None
+            };
+            attempts.push(Attempt { target: label.to_owned(), failure });
+            match (outcome, delay) {
+                (Some(outcome), _) => return outcome,
+                (None, Some(delay)) => tokio::time::sleep(delay).await,
+                (None, None) => return TargetOutcome::Failed,
             }
-            Err(failure) => {
-                self.metrics.record_attempt(&label, failure.reason());
-                tracing::warn!(target = %label, reason = failure.reason(), error = %failure, "upstream attempt failed");
-                Err(into_api_error(vec![Attempt { target: label, failure }]))
-            }
+        }
+        TargetOutcome::Failed
+    }
+
+    /// How long to wait before retrying the same target, or `None` to move on: the
+    /// failure is not retryable, or the upstream asked for a longer pause than we
+    /// are willing to make the client wait.
+    fn retry_delay(&self, failure: &Failure, retry: u32) -> Option<Duration> {
+        if !failure.is_retryable() {
+            return None;
+        }
+        match failure.retry_after() {
+            Some(asked) if asked > self.policy.retry_after_max => None,
+            Some(asked) => Some(asked),
+            None => Some(backoff(&self.policy, retry)),
         }
     }
 
-    /// Counts and logs a stream that fails after its first chunk (when the target was
-    /// already committed and the failure reaches the client).
-    fn watch(&self, reply: Reply, label: String) -> Reply {
+    /// Counts, logs and charges to the target's health a stream that fails after its
+    /// first chunk (the target was committed, so the failure reaches the client).
+    fn watch(&self, reply: Reply, label: &str) -> Reply {
         let Reply::Stream(chunks) = reply else { return reply };
-        let metrics = self.metrics.clone();
+        let (metrics, health, label) = (self.metrics.clone(), self.health.clone(), label.to_owned());
         Reply::Stream(Box::pin(chunks.inspect(move |item| {
             if let Err(failure) = item {
                 metrics.record_attempt(&label, failure.reason());
+                if health.failed(&label) {
+                    metrics.record_cooldown(&label);
+                }
                 tracing::warn!(target = %label, reason = failure.reason(), error = %failure, "upstream stream failed after its first chunk");
             }
         })))
     }
+}
 
-    /// One HTTP exchange with one target. For streams, waits for the first chunk so
-    /// that anything failing before it is still a clean, retryable failure.
-    async fn attempt(&self, target: &ChainEntry, request: &ChatRequest, stream: bool) -> Result<Reply, Failure> {
-        let provider = &target.provider;
-        let client = self
-            .clients
-            .get(&provider.name)
-            .ok_or_else(|| Failure::Connect(format!("no client for provider `{}`", provider.name)))?;
-        let body = serde_json::to_vec(&Outgoing { request, model: &target.model, stream })
-            .map_err(|e| Failure::InvalidBody(format!("encoding the request: {e}")))?;
-        let mut builder = client
-            .post(&provider.chat_url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, if stream { "text/event-stream" } else { "application/json" });
-        if let Some(key) = &provider.api_key {
-            let mut value = http::HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                .map_err(|_| Failure::Connect("provider api_key is not a valid header value".into()))?;
-            value.set_sensitive(true);
-            builder = builder.header(http::header::AUTHORIZATION, value);
-        }
-        for (name, value) in &provider.headers {
-            builder = builder.header(name.as_str(), value.expose_secret());
-        }
-        let timeout = target.timeout();
-        let exchange = async {
-            let response = builder.body(body).send().await.map_err(|e| transport_failure(&e, timeout))?;
-            let status = response.status();
-            if !status.is_success() {
-                return Err(error_response(provider, response).await);
-            }
-            let is_sse = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("text/event-stream"));
-            if is_sse {
-                let mut chunks = sse::chunks(response.bytes_stream(), self.max_event_bytes, timeout);
-                match chunks.next().await {
-                    Some(Ok(first)) => Ok(Reply::Stream(Box::pin(futures::stream::iter([Ok(first)]).chain(chunks)))),
-                    Some(Err(failure)) => Err(failure),
-                    None => Err(Failure::Stream("the upstream stream was empty".into())),
-                }
-            } else {
-                let bytes = response.bytes().await.map_err(|e| transport_failure(&e, timeout))?;
-                serde_json::from_slice(&bytes)
-                    .map(Reply::Complete)
-                    .map_err(|e| Failure::InvalidBody(format!("not a chat completion: {e}")))
-            }
-        };
-        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(Failure::Timeout(timeout)))
-    }
+/// Exponential backoff with jitter: a random delay between half and all of
+/// `base × 2^retry`, capped at `max`.
+fn backoff(policy: &UpstreamPolicy, retry: u32) -> Duration {
+    let exp = policy.backoff_base.saturating_mul(1u32 << retry.min(16)).min(policy.backoff_max);
+    exp.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// Maps the failed attempts of one call to what the client sees.
 fn into_api_error(attempts: Vec<Attempt>) -> ApiError {
     match attempts.last().map(|a| &a.failure) {
-        Some(Failure::Status { status, message, code, param, .. })
-            if attempts.last().is_some_and(|a| a.failure.is_client_fault()) =>
-        {
+        Some(failure @ Failure::Status { status, message, code, param, .. }) if failure.is_client_fault() => {
             ApiError::UpstreamRejected {
                 status: http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::BAD_REQUEST),
                 message: message.clone(),
@@ -170,75 +244,33 @@ fn into_api_error(attempts: Vec<Attempt>) -> ApiError {
                 param: param.clone(),
             }
         }
+        Some(failure) if failure.is_context_length() => ApiError::ContextLengthExceeded(
+            crate::error::describe_attempts("the conversation does not fit any target's context window", &attempts),
+        ),
         _ if attempts.iter().all(|a| a.failure.is_timeout()) => ApiError::UpstreamTimeout(attempts),
         _ if attempts.iter().all(|a| a.failure.is_rate_limit()) => ApiError::RateLimited(attempts),
         _ => ApiError::UpstreamFailed(attempts),
     }
 }
 
-fn transport_failure(e: &reqwest::Error, timeout: Duration) -> Failure {
-    if e.is_timeout() {
-        Failure::Timeout(timeout)
-    } else if e.is_connect() {
-        Failure::Connect(root_cause(e))
-    } else {
-        Failure::Stream(root_cause(e))
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// reqwest's top-level message names the URL only; the cause says what happened.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-async fn error_response(provider: &Provider, response: reqwest::Response) -> Failure {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= MAX_ERROR_BODY {
-            break;
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        let policy = UpstreamPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            retry_after_max: Duration::from_secs(30),
+            cooldown_after: 3,
+            cooldown: Duration::from_secs(30),
+        };
+        for (retry, full) in [(0, 100), (1, 200), (2, 400), (3, 800), (4, 1000), (30, 1000)] {
+            for _ in 0..20 {
+                let d = backoff(&policy, retry).as_millis();
+                assert!((full / 2..=full).contains(&d), "retry {retry}: {d} ms not within [{}, {full}]", full / 2);
+            }
         }
-    }
-    let secrets: Vec<&str> =
-        provider.api_key.iter().chain(provider.headers.iter().map(|(_, v)| v)).map(|s| s.expose_secret()).collect();
-    Failure::from_status(status, &body, retry_after, &secrets)
-}
-
-/// The request as sent to one target: the client's body with `model` and `stream`
-/// replaced, written without copying the message list.
-struct Outgoing<'a> {
-    request: &'a ChatRequest,
-    model: &'a str,
-    stream: bool,
-}
-
-impl Serialize for Outgoing<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self.request;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("model", self.model)?;
-        map.serialize_entry("messages", &r.messages)?;
-        map.serialize_entry("stream", &self.stream)?;
-        if self.stream
-            && let Some(options) = &r.stream_options
-        {
-            map.serialize_entry("stream_options", options)?;
-        }
-        for (key, value) in &r.rest {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::Failure;
 use crate::openai::ChatChunk;
@@ -23,8 +24,18 @@ enum TransportError {
     EventTooLarge(usize),
 }
 
-/// Parses an SSE byte stream into chunks. `stall` bounds the wait for each event.
-pub fn chunks<S, E>(bytes: S, max_event_bytes: usize, stall: Duration) -> ChunkStream
+/// Bounds on one upstream stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    /// The longest wait for the next event.
+    pub stall: Duration,
+    /// When the whole stream must be over.
+    pub deadline: Instant,
+}
+
+/// Parses an SSE byte stream into chunks, within `limits`.
+pub fn chunks<S, E>(bytes: S, limits: Limits) -> ChunkStream
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display,
@@ -33,12 +44,16 @@ where
         let item = item.and_then(|chunk| {
             let (longest, tail) = event_lengths(&chunk, *pending);
             *pending = tail;
-            if longest > max_event_bytes { Err(TransportError::EventTooLarge(max_event_bytes)) } else { Ok(chunk) }
+            if longest > limits.max_event_bytes {
+                Err(TransportError::EventTooLarge(limits.max_event_bytes))
+            } else {
+                Ok(chunk)
+            }
         });
         futures::future::ready(Some(item))
     });
     let events = capped.eventsource();
-    let state = State { events: Box::pin(events), finished: false, done: false, stall };
+    let state = State { events: Box::pin(events), finished: false, done: false, limits };
     Box::pin(futures::stream::unfold(state, next_chunk))
 }
 
@@ -49,7 +64,7 @@ struct State {
     /// A choice carried a `finish_reason`: the answer is complete even without `[DONE]`.
     finished: bool,
     done: bool,
-    stall: Duration,
+    limits: Limits,
 }
 
 async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)> {
@@ -57,8 +72,13 @@ async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)
         return None;
     }
     loop {
-        let event = match tokio::time::timeout(st.stall, st.events.next()).await {
-            Err(_) => Err(Failure::Timeout(st.stall)),
+        let until_deadline = st.limits.deadline.saturating_duration_since(Instant::now());
+        let wait = st.limits.stall.min(until_deadline);
+        let event = match tokio::time::timeout(wait, st.events.next()).await {
+            Err(_) if wait < st.limits.stall => {
+                Err(Failure::Timeout { what: "stream still running at the total timeout", after: wait })
+            }
+            Err(_) => Err(Failure::Timeout { what: "stream stalled: no chunk", after: st.limits.stall }),
             Ok(None) if st.finished => return None,
             Ok(None) => Err(Failure::Stream("the upstream closed the stream before the answer was complete".into())),
             Ok(Some(Err(e))) => Err(match e {
@@ -134,7 +154,12 @@ mod tests {
     }
 
     async fn collect(parts: &[&'static str], cap: usize) -> Vec<Result<ChatChunk, Failure>> {
-        chunks(stream_of(parts), cap, Duration::from_secs(5)).collect().await
+        let limits = Limits {
+            max_event_bytes: cap,
+            stall: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        chunks(stream_of(parts), limits).collect().await
     }
 
     #[tokio::test]

@@ -69,6 +69,14 @@ impl Reply {
         Self::Json { status, body, headers: Vec::new() }
     }
 
+    /// Adds a response header (JSON replies only).
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Self::Json { headers, .. } = &mut self {
+            headers.push((name, value.to_owned()));
+        }
+        self
+    }
+
     /// An OpenAI-shaped error.
     pub fn error(status: u16, message: &str) -> Self {
         Self::json(status, json!({"error": {"message": message, "type": "upstream_error", "code": null}}))
@@ -249,6 +257,9 @@ pub fn config_with_server(mock: &MockUpstream, server: &str, extra: &str) -> Str
 listen = "127.0.0.1:0"
 {server}
 
+[upstream]
+retries = 0
+
 [providers.mock]
 base_url = "{url}"
 api_key = "{PROVIDER_KEY}"
@@ -337,8 +348,10 @@ impl Drop for Lariat {
     }
 }
 
+/// The test client. Its timeout is a backstop against hangs, longer than any
+/// (paused-clock) upstream deadline the tests configure.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
 }
 
 /// A minimal chat request for `model`.
@@ -374,7 +387,7 @@ impl SseReader {
         Self { stream: response.bytes_stream().boxed(), buffer: String::new(), comments: 0 }
     }
 
-    /// The next `data:` payload, or None at the end of the body. Fails after 10 s.
+    /// The next `data:` payload, or None at the end of the body. Fails after 60 s.
     pub async fn next(&mut self) -> Option<String> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
@@ -387,9 +400,9 @@ impl SseReader {
                 }
                 return Some(data.join("\n"));
             }
-            let next = tokio::time::timeout(Duration::from_secs(10), self.stream.next())
+            let next = tokio::time::timeout(Duration::from_secs(60), self.stream.next())
                 .await
-                .expect("no SSE event within 10 s");
+                .expect("no SSE event within 60 s");
             match next {
                 Some(Ok(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
                 Some(Err(e)) => panic!("SSE body failed: {e}"),

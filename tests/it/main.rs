@@ -13,6 +13,7 @@ mod harness;
 mod auth;
 mod cli;
 mod errors;
+mod fallback;
 mod relay;
 mod sdk;
 mod streaming;

@@ -1,0 +1,164 @@
+//! One HTTP exchange with one target: encode, send, and read a JSON answer or the
+//! first chunk of a stream, within the target's deadlines.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde::ser::SerializeMap;
+use tokio::time::Instant;
+
+use super::sse;
+use super::{Failure, Reply};
+use crate::config::{ChainEntry, Provider};
+use crate::openai::ChatRequest;
+
+/// Largest error body read from an upstream (its message is all we keep).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Sends `request` to `target`. For streams, returns once the first chunk arrived,
+/// so that anything failing before it is still a clean `Failure`.
+pub async fn exchange(
+    client: &reqwest::Client,
+    target: &ChainEntry,
+    request: &ChatRequest,
+    stream: bool,
+    max_event_bytes: usize,
+) -> Result<Reply, Failure> {
+    let provider = &target.provider;
+    let timeouts = target.timeouts;
+    let started = Instant::now();
+    let body = serde_json::to_vec(&Outgoing { request, model: &target.model, stream })
+        .map_err(|e| Failure::InvalidBody(format!("encoding the request: {e}")))?;
+    let mut builder = client
+        .post(&provider.chat_url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, if stream { "text/event-stream" } else { "application/json" });
+    if let Some(key) = &provider.api_key {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+            .map_err(|_| Failure::Connect("provider api_key is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        builder = builder.header(http::header::AUTHORIZATION, value);
+    }
+    for (name, value) in &provider.headers {
+        builder = builder.header(name.as_str(), value.expose_secret());
+    }
+    // A non-streaming answer arrives whole, so only the total deadline applies to it.
+    let (first_deadline, what) = if stream {
+        (timeouts.first_byte.min(timeouts.total), "no first chunk")
+    } else {
+        (timeouts.total, "no answer")
+    };
+    let exchange = async {
+        let response = builder.body(body).send().await.map_err(|e| transport_failure(&e))?;
+        if !response.status().is_success() {
+            return Err(error_response(provider, response).await);
+        }
+        let is_sse = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if is_sse {
+            let limits = sse::Limits { max_event_bytes, stall: timeouts.stall, deadline: started + timeouts.total };
+            let mut chunks = sse::chunks(response.bytes_stream(), limits);
+            match chunks.next().await {
+                Some(Ok(first)) => Ok(Reply::Stream(Box::pin(futures::stream::iter([Ok(first)]).chain(chunks)))),
+                Some(Err(failure)) => Err(failure),
+                None => Err(Failure::Stream("the upstream stream was empty".into())),
+            }
+        } else {
+            let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
+            serde_json::from_slice(&bytes)
+                .map(Reply::Complete)
+                .map_err(|e| Failure::InvalidBody(format!("not a chat completion: {e}")))
+        }
+    };
+    tokio::time::timeout(first_deadline, exchange)
+        .await
+        .unwrap_or(Err(Failure::Timeout { what, after: first_deadline }))
+}
+
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    if e.is_connect() { Failure::Connect(root_cause(e)) } else { Failure::Stream(root_cause(e)) }
+}
+
+/// reqwest's top-level message names the URL only; the cause says what happened.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+async fn error_response(provider: &Provider, response: reqwest::Response) -> Failure {
+    let status = response.status().as_u16();
+    let retry_after =
+        response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let secrets: Vec<&str> =
+        provider.api_key.iter().chain(provider.headers.iter().map(|(_, v)| v)).map(|s| s.expose_secret()).collect();
+    Failure::from_status(status, &body, retry_after, &secrets)
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// The request as sent to one target: the client's body with `model` and `stream`
+/// replaced, written without copying the message list.
+struct Outgoing<'a> {
+    request: &'a ChatRequest,
+    model: &'a str,
+    stream: bool,
+}
+
+impl Serialize for Outgoing<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let r = self.request;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("messages", &r.messages)?;
+        map.serialize_entry("stream", &self.stream)?;
+        if self.stream
+            && let Some(options) = &r.stream_options
+        {
+            map.serialize_entry("stream_options", options)?;
+        }
+        for (key, value) in &r.rest {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_retry_after() {
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let delay = retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(delay > Duration::from_secs(100) && delay <= Duration::from_secs(120), "{delay:?}");
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a past date means now");
+        assert_eq!(retry_after("soon"), None);
+    }
+}
