@@ -33,6 +33,11 @@ async fn official_python_sdk_works_against_lariat() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::text("Hello from lariat"));
     mock.push(Reply::stream(&["Hel", "lo ", "streamed"]));
+    mock.push(Reply::Sse(vec![
+        Step::Data(chunk(serde_json::json!({"role": "assistant", "content": "half an"}), None)),
+        Step::Sleep(std::time::Duration::from_millis(100)),
+        Step::Cut,
+    ]));
     let lariat = Lariat::start(&config(&mock, "")).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
     let out = tokio::process::Command::new(python)
@@ -53,5 +58,8 @@ async fn official_python_sdk_works_against_lariat() {
     assert_eq!(result["stream"]["ids"], 1);
     assert_eq!(result["stream"]["finish_reason"], "stop");
     assert_eq!(result["unknown_model_status"], 404);
+    assert_eq!(result["broken_stream"]["partial"], "half an");
+    let error = result["broken_stream"]["error"].as_str().expect("the SDK did not raise on the broken stream");
+    assert!(error.contains("mock/gpt-test"), "{error}");
     assert_eq!(mock.received()[0].body["temperature"], 0.5);
 }

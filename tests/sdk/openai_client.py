@@ -25,6 +25,15 @@ try:
 except openai.NotFoundError as e:
     unknown_model_status = e.status_code
 
+# A stream that breaks after content: the SDK must raise, not return a short answer.
+partial, broken = "", None
+try:
+    for chunk in client.chat.completions.create(model="assistant", messages=messages, stream=True):
+        for choice in chunk.choices:
+            partial += choice.delta.content or ""
+except openai.APIError as e:
+    broken = str(e)
+
 print(json.dumps({
     "models": models,
     "complete": {
@@ -34,4 +43,5 @@ print(json.dumps({
     },
     "stream": {"content": content, "ids": len(ids), "finish_reason": finish_reason},
     "unknown_model_status": unknown_model_status,
+    "broken_stream": {"partial": partial, "error": broken},
 }))
