@@ -15,4 +15,5 @@ pub mod upstream;
 
 pub mod error;
 pub mod globs;
+pub mod store;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use crate::config::VirtualModel;
 use crate::error::ApiError;
 use crate::openai::{ChatChunk, ChatCompletion, ChatRequest};
 use crate::telemetry::Metrics;
-use crate::upstream::{Answered, Attempt, Reply, Route, Upstream};
+use crate::upstream::{Answered, Attempt, Prompt, Reply, Route, Upstream};
 
 /// The chunks a streaming client receives, in order; an `Err` item ends the stream.
 pub type AgentStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ApiError>> + Send>>;
@@ -53,7 +53,8 @@ impl Agent {
         let client_streams = turn.request.stream;
         let include_usage = turn.request.stream_options.as_ref().is_some_and(|o| o.include_usage);
         let mut route = Route::default();
-        let answered = self.upstream.call(&turn.model.chain, &mut route, &turn.request, client_streams).await;
+        let prompt = Prompt::from_request(&turn.request);
+        let answered = self.upstream.call(&turn.model.chain, &mut route, &prompt, client_streams).await;
         let Answered { target, reply, attempts } = answered?;
         let label = target.label();
         let rewrite = Rewrite { id: turn.response_id, model: turn.model.name.clone() };

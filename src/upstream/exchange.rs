@@ -10,26 +10,25 @@ use serde::ser::SerializeMap;
 use tokio::time::Instant;
 
 use super::sse;
-use super::{Failure, Reply};
+use super::{Failure, Prompt, Reply};
 use crate::config::{ChainEntry, Provider};
-use crate::openai::ChatRequest;
 
 /// Largest error body read from an upstream (its message is all we keep).
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Sends `request` to `target`. For streams, returns once the first chunk arrived,
+/// Sends `prompt` to `target`. For streams, returns once the first chunk arrived,
 /// so that anything failing before it is still a clean `Failure`.
 pub async fn exchange(
     client: &reqwest::Client,
     target: &ChainEntry,
-    request: &ChatRequest,
+    prompt: &Prompt<'_>,
     stream: bool,
     max_event_bytes: usize,
 ) -> Result<Reply, Failure> {
     let provider = &target.provider;
     let timeouts = target.timeouts;
     let started = Instant::now();
-    let body = serde_json::to_vec(&Outgoing { request, model: &target.model, stream })
+    let body = serde_json::to_vec(&Outgoing { prompt, model: &target.model, stream })
         .map_err(|e| Failure::InvalidBody(format!("encoding the request: {e}")))?;
     let mut builder = client
         .post(&provider.chat_url)
@@ -120,27 +119,33 @@ fn retry_after(value: &str) -> Option<Duration> {
     Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
-/// The request as sent to one target: the client's body with `model` and `stream`
-/// replaced, written without copying the message list.
+/// The request as sent to one target: the prompt with `model` and `stream` set,
+/// written straight from borrowed parts (a long history is never copied).
 struct Outgoing<'a> {
-    request: &'a ChatRequest,
+    prompt: &'a Prompt<'a>,
     model: &'a str,
     stream: bool,
 }
 
 impl Serialize for Outgoing<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let r = self.request;
+        let p = self.prompt;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("model", self.model)?;
-        map.serialize_entry("messages", &r.messages)?;
+        map.serialize_entry("messages", p.messages)?;
         map.serialize_entry("stream", &self.stream)?;
         if self.stream
-            && let Some(options) = &r.stream_options
+            && let Some(options) = p.stream_options
         {
             map.serialize_entry("stream_options", options)?;
         }
-        for (key, value) in &r.rest {
+        if !p.tools.is_empty() {
+            map.serialize_entry("tools", p.tools)?;
+        }
+        if let Some(choice) = p.tool_choice {
+            map.serialize_entry("tool_choice", choice)?;
+        }
+        for (key, value) in p.rest {
             map.serialize_entry(key, value)?;
         }
         map.end()

@@ -21,7 +21,9 @@ pub use sse::ChunkStream;
 
 use crate::config::{ChainEntry, Config, UpstreamPolicy};
 use crate::error::ApiError;
-use crate::openai::{ChatCompletion, ChatRequest};
+use serde_json::{Map, Value};
+
+use crate::openai::{ChatCompletion, ChatRequest, Message, StreamOptions, ToolDef};
 use crate::telemetry::Metrics;
 use health::Health;
 
@@ -40,11 +42,43 @@ pub struct Answered {
     pub attempts: u32,
 }
 
+/// What one upstream round sends, borrowed from the loop's state.
+#[derive(Debug, Clone, Copy)]
+pub struct Prompt<'a> {
+    pub messages: &'a [Message],
+    /// Server tools and the client's own; empty means the field is left out.
+    pub tools: &'a [ToolDef],
+    pub tool_choice: Option<&'a Value>,
+    pub stream_options: Option<&'a StreamOptions>,
+    /// Every other field of the client's request, passed through unchanged.
+    pub rest: &'a Map<String, Value>,
+}
+
+impl<'a> Prompt<'a> {
+    /// The client's request as is.
+    pub fn from_request(request: &'a ChatRequest) -> Self {
+        Self {
+            messages: &request.messages,
+            tools: request.tools.as_deref().unwrap_or_default(),
+            tool_choice: request.tool_choice.as_ref(),
+            stream_options: request.stream_options.as_ref(),
+            rest: &request.rest,
+        }
+    }
+}
+
 /// Per-request routing memory: once a target answered, the request's later upstream
 /// calls try it first.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     sticky: Option<usize>,
+}
+
+impl Route {
+    /// The chain index of the target that answered last, if any.
+    pub fn sticky(&self) -> Option<usize> {
+        self.sticky
+    }
 }
 
 #[derive(Debug)]
@@ -100,7 +134,7 @@ impl Upstream {
         &self,
         chain: &[ChainEntry],
         route: &mut Route,
-        request: &ChatRequest,
+        prompt: &Prompt<'_>,
         stream: bool,
     ) -> Result<Answered, ApiError> {
         let labels: Vec<String> = chain.iter().map(ChainEntry::label).collect();
@@ -120,7 +154,7 @@ impl Upstream {
             if self.health.is_cooling(label) {
                 tracing::info!(target = label, "every healthier target failed; trying one that is cooling down");
             }
-            match self.walk_target(entry, label, request, stream, &mut attempts).await {
+            match self.walk_target(entry, label, prompt, stream, &mut attempts).await {
                 TargetOutcome::Answered(reply) => {
                     self.health.succeeded(label);
                     route.sticky = Some(index);
@@ -154,7 +188,7 @@ impl Upstream {
         &self,
         entry: &ChainEntry,
         label: &str,
-        request: &ChatRequest,
+        prompt: &Prompt<'_>,
         stream: bool,
         attempts: &mut Vec<Attempt>,
     ) -> TargetOutcome {
@@ -165,7 +199,7 @@ impl Upstream {
         };
         for retry in 0..=entry.retries {
             let started = Instant::now();
-            let failure = match exchange::exchange(client, entry, request, stream, self.max_event_bytes).await {
+            let failure = match exchange::exchange(client, entry, prompt, stream, self.max_event_bytes).await {
                 Ok(reply) => {
                     self.metrics.record_attempt(label, "ok");
                     self.metrics.record_first_token(label, started.elapsed());

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use lariat::config::Config;
 use lariat::telemetry::Metrics;
-use lariat::upstream::{Reply as UpstreamReply, Route, Upstream};
+use lariat::openai::ChatRequest;
+use lariat::upstream::{Prompt, Reply as UpstreamReply, Route, Upstream};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -294,7 +295,8 @@ async fn a_request_sticks_to_the_target_that_answered() {
     let config = Config::from_toml(Path::new("sticky.toml"), &text, &|_| None).unwrap();
     let upstream = Upstream::new(&config, Arc::new(Metrics::default())).unwrap();
     let chain = &config.models["chained"].chain;
-    let request = serde_json::from_value(request("chained", false)).unwrap();
+    let request: ChatRequest = serde_json::from_value(request("chained", false)).unwrap();
+    let request = Prompt::from_request(&request);
     let answered_by = |reply: &UpstreamReply| match reply {
         UpstreamReply::Complete(c) => c.choices[0].message.content.as_str().unwrap().to_owned(),
         UpstreamReply::Stream(_) => panic!("asked for JSON"),
