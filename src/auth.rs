@@ -14,7 +14,7 @@ use crate::config::Key;
 use crate::globs::Globs;
 
 /// Ordered access levels: a tool's `min_access` is compared against the caller's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Access {
     Guest,
     User,

@@ -17,3 +17,4 @@ pub mod error;
 pub mod globs;
 pub mod store;
 pub mod telemetry;
+pub mod tools;

@@ -59,6 +59,22 @@ struct FallbackLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolNameLabels {
+    tool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     user: String,
     model: String,
@@ -78,7 +94,14 @@ pub struct Metrics {
     cooldowns: Family<TargetLabels, Counter>,
     first_token: HistogramFamily<TargetLabels>,
     tokens: Family<TokenLabels, Counter>,
+    tool_calls: Family<ToolLabels, Counter>,
+    tool_latency: HistogramFamily<ToolNameLabels>,
+    rounds: HistogramFamily<ModelLabels>,
     active_streams: Gauge,
+}
+
+fn rounds_histogram() -> Histogram {
+    Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0])
 }
 
 fn latency_histogram() -> Histogram {
@@ -95,6 +118,9 @@ impl Default for Metrics {
         let cooldowns = Family::default();
         let first_token: HistogramFamily<TargetLabels> = Family::new_with_constructor(latency_histogram);
         let tokens = Family::default();
+        let tool_calls = Family::default();
+        let tool_latency: HistogramFamily<ToolNameLabels> = Family::new_with_constructor(latency_histogram);
+        let rounds: HistogramFamily<ModelLabels> = Family::new_with_constructor(rounds_histogram);
         let active_streams = Gauge::default();
         registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
         registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
@@ -107,6 +133,9 @@ impl Default for Metrics {
             first_token.clone(),
         );
         registry.register("tokens", "Prompt and completion tokens by user, model and target", tokens.clone());
+        registry.register("tool_calls", "Tool calls by tool and outcome", tool_calls.clone());
+        registry.register("tool_duration_seconds", "Tool call latency by tool", tool_latency.clone());
+        registry.register("rounds", "Tool-loop rounds per request, by model", rounds.clone());
         registry.register("active_streams", "SSE responses currently open", active_streams.clone());
         Self {
             registry,
@@ -117,6 +146,9 @@ impl Default for Metrics {
             cooldowns,
             first_token,
             tokens,
+            tool_calls,
+            tool_latency,
+            rounds,
             active_streams,
         }
     }
@@ -149,6 +181,17 @@ impl Metrics {
             let labels = TokenLabels { user: user.into(), model: model.into(), target: target.into(), kind };
             self.tokens.get_or_create(&labels).inc_by(n);
         }
+    }
+
+    pub fn record_tool_call(&self, tool: &str, outcome: &'static str, elapsed: Duration) {
+        self.tool_calls.get_or_create(&ToolLabels { tool: tool.into(), outcome }).inc();
+        if outcome == "ok" || outcome == "error" || outcome == "timeout" {
+            self.tool_latency.get_or_create(&ToolNameLabels { tool: tool.into() }).observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn record_rounds(&self, model: &str, rounds: u32) {
+        self.rounds.get_or_create(&ModelLabels { model: model.into() }).observe(f64::from(rounds));
     }
 
     /// Counts an open stream until the returned guard is dropped.

@@ -20,11 +20,16 @@ use crate::openai::ChatRequest;
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Arc<Caller>>,
+    headers: http::HeaderMap,
     JsonBody(request): JsonBody<ChatRequest>,
 ) -> Response {
     let model = state.config.models.get(&request.model).cloned();
     let label = model.as_ref().map(|m| ModelLabel(m.name.clone()));
-    let mut response = match chat(&state, caller, model, request).await {
+    let off_record = headers
+        .get("x-lariat-off-record")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
+    let mut response = match chat(&state, caller, model, request, off_record).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -39,13 +44,15 @@ async fn chat(
     caller: Arc<Caller>,
     model: Option<Arc<VirtualModel>>,
     request: ChatRequest,
+    off_record: bool,
 ) -> Result<Response, ApiError> {
     let model = authorize(state, &caller, model, &request.model)?;
     if request.messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must contain at least one message", Some("messages")));
     }
     let response_id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let Outcome { answer, upstream, attempts } = state.agent.run(Turn { caller, model, request, response_id }).await?;
+    let Outcome { answer, upstream, attempts } =
+        state.agent.run(Turn { caller, model, request, response_id, off_record }).await?;
     let mut response = match answer {
         Answer::Complete(completion) => Json(completion).into_response(),
         Answer::Stream(chunks) => sse::respond(chunks, state.config.server.keepalive, state.metrics.stream_opened()),

@@ -26,11 +26,13 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Settings};
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::tools::Registry;
 use crate::upstream::Upstream;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,7 +42,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub config: Arc<Config>,
     pub keys: Keys,
-    pub agent: Agent,
+    pub agent: Arc<Agent>,
     pub metrics: Arc<Metrics>,
     /// Unix time the config was loaded; reported as `created` of every model.
     pub started_at: u64,
@@ -51,9 +53,12 @@ impl AppState {
     pub fn new(config: Arc<Config>) -> Result<Arc<Self>, ApiError> {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config, metrics.clone())?;
+        let tools = Registry::new(&config.tools).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let store = Store::from_config(&config.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let settings = Settings { max_output_bytes: config.tools.max_output_bytes, suspend_ttl: config.confirm.ttl };
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),
-            agent: Agent { upstream, metrics: metrics.clone() },
+            agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings }),
             metrics,
             config,
             started_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),

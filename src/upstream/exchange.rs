@@ -139,8 +139,8 @@ impl Serialize for Outgoing<'_> {
         {
             map.serialize_entry("stream_options", options)?;
         }
-        if !p.tools.is_empty() {
-            map.serialize_entry("tools", p.tools)?;
+        if !(p.tools.is_empty() && p.client_tools.is_empty()) {
+            map.serialize_entry("tools", &Tools(p.tools, p.client_tools))?;
         }
         if let Some(choice) = p.tool_choice {
             map.serialize_entry("tool_choice", choice)?;
@@ -149,6 +149,15 @@ impl Serialize for Outgoing<'_> {
             map.serialize_entry(key, value)?;
         }
         map.end()
+    }
+}
+
+/// Server and client tool definitions as one JSON array, without concatenating them.
+struct Tools<'a>(&'a [crate::openai::ToolDef], &'a [crate::openai::ToolDef]);
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().chain(self.1))
     }
 }
 

@@ -46,8 +46,9 @@ pub struct Answered {
 #[derive(Debug, Clone, Copy)]
 pub struct Prompt<'a> {
     pub messages: &'a [Message],
-    /// Server tools and the client's own; empty means the field is left out.
+    /// Server tools; sent together with `client_tools` (both empty: no `tools` field).
     pub tools: &'a [ToolDef],
+    pub client_tools: &'a [ToolDef],
     pub tool_choice: Option<&'a Value>,
     pub stream_options: Option<&'a StreamOptions>,
     /// Every other field of the client's request, passed through unchanged.
@@ -59,7 +60,8 @@ impl<'a> Prompt<'a> {
     pub fn from_request(request: &'a ChatRequest) -> Self {
         Self {
             messages: &request.messages,
-            tools: request.tools.as_deref().unwrap_or_default(),
+            tools: &[],
+            client_tools: request.tools.as_deref().unwrap_or_default(),
             tool_choice: request.tool_choice.as_ref(),
             stream_options: request.stream_options.as_ref(),
             rest: &request.rest,

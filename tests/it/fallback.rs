@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lariat::config::Config;
-use lariat::telemetry::Metrics;
 use lariat::openai::ChatRequest;
+use lariat::telemetry::Metrics;
 use lariat::upstream::{Prompt, Reply as UpstreamReply, Route, Upstream};
 use serde_json::{Value, json};
 use tokio::time::Instant;

@@ -265,11 +265,14 @@ base_url = "{url}"
 api_key = "{PROVIDER_KEY}"
 timeout_s = 5
 
+# Pure relays: no server tools, so lariat is transparent.
 [models.assistant]
 chain = [{{ target = "mock/gpt-test", context_window = 8000 }}]
+tools = []
 
 [models.other]
 chain = ["mock/other-model"]
+tools = []
 
 [[keys]]
 key = "{ALICE}"

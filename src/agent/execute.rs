@@ -1,0 +1,171 @@
+//! Running one round's server tool calls: each checked (known tool, arguments a JSON
+//! object), the valid ones run concurrently with a timeout and an output cap. Every
+//! call yields a tool result — a failure is data for the model, never an `Err`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::openai::{Message, Role, ToolCall};
+use crate::telemetry::Metrics;
+use crate::tools::ToolSet;
+
+/// Who is asking, for the audit log.
+pub struct Audit<'a> {
+    pub user: &'a str,
+    pub model: &'a str,
+    /// Leave arguments out of logs (`x-lariat-off-record: true`).
+    pub off_record: bool,
+}
+
+pub struct Executor<'a> {
+    pub tools: &'a ToolSet,
+    /// Names of the client's own tools, for the "unknown tool" hint.
+    pub client_tools: &'a [String],
+    pub max_output_bytes: usize,
+    pub metrics: &'a Metrics,
+    pub audit: Audit<'a>,
+}
+
+impl Executor<'_> {
+    /// Tool results for `calls`, in the same order.
+    pub async fn run(&self, calls: &[&ToolCall]) -> Vec<Message> {
+        let runs = calls.iter().map(|call| async move {
+            let content = self.run_one(call).await;
+            tool_result(&call.id, content)
+        });
+        futures::future::join_all(runs).await
+    }
+
+    async fn run_one(&self, call: &ToolCall) -> String {
+        let name = call.function.name.as_str();
+        let Some(tool) = self.tools.get(name) else {
+            self.metrics.record_tool_call(name, "unknown_tool", Duration::ZERO);
+            return self.unknown_tool(name);
+        };
+        let args = match parse_arguments(&call.function.arguments) {
+            Ok(args) => args,
+            Err(problem) => {
+                self.metrics.record_tool_call(name, "bad_arguments", Duration::ZERO);
+                tracing::info!(target: "lariat::audit", tool = name, user = self.audit.user, model = self.audit.model, outcome = "bad_arguments", "tool call refused");
+                return format!(
+                    "Error: the arguments for `{name}` {problem}. Call the tool again with a JSON object matching its parameters schema."
+                );
+            }
+        };
+        let started = Instant::now();
+        let logged_args = if self.audit.off_record {
+            String::from("[off the record]")
+        } else {
+            Value::Object(args.clone()).to_string()
+        };
+        let result = tokio::time::timeout(tool.timeout, tool.call(args)).await;
+        let elapsed = started.elapsed();
+        let (outcome, content) = match result {
+            Ok(Ok(text)) => ("ok", cap(text, self.max_output_bytes)),
+            Ok(Err(e)) => ("error", format!("Tool error: {e}")),
+            Err(_) => ("timeout", format!("Tool error: `{name}` timed out after {:?}", tool.timeout)),
+        };
+        self.metrics.record_tool_call(name, outcome, elapsed);
+        tracing::info!(
+            target: "lariat::audit",
+            tool = name,
+            user = self.audit.user,
+            model = self.audit.model,
+            arguments = %logged_args,
+            outcome,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            result_bytes = content.len(),
+            "tool call"
+        );
+        content
+    }
+
+    fn unknown_tool(&self, name: &str) -> String {
+        let mut available: Vec<&str> = self.tools.names().collect();
+        available.extend(self.client_tools.iter().map(String::as_str));
+        format!("Error: there is no tool named `{name}`. Available tools: {}.", available.join(", "))
+    }
+}
+
+/// The model's argument string as a JSON object, or what is wrong with it.
+fn parse_arguments(raw: &str) -> Result<Map<String, Value>, String> {
+    if raw.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!("must be a JSON object, but got {}: {}", kind(&other), shorten(raw, 200))),
+        Err(e) => Err(format!("are not valid JSON ({e}): {}", shorten(raw, 200))),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+pub fn tool_result(call_id: &str, content: String) -> Message {
+    Message {
+        role: Role::Tool,
+        content: Value::String(content),
+        tool_calls: None,
+        tool_call_id: Some(call_id.to_owned()),
+        rest: Map::new(),
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), saying how much went.
+fn cap(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let omitted = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("\n…[output truncated: {omitted} bytes omitted]"));
+    text
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_arguments() {
+        assert_eq!(parse_arguments("").unwrap(), Map::new());
+        assert_eq!(parse_arguments(" {\"a\": 1} ").unwrap()["a"], 1);
+        let cases = [
+            ("[1,2]", "must be a JSON object, but got an array"),
+            ("\"x\"", "got a string"),
+            ("{\"a\":", "are not valid JSON"),
+        ];
+        for (raw, want) in cases {
+            let problem = parse_arguments(raw).unwrap_err();
+            assert!(problem.contains(want), "{raw}: {problem}");
+        }
+    }
+
+    #[test]
+    fn caps_output_on_a_char_boundary() {
+        assert_eq!(cap("short".into(), 10), "short");
+        let capped = cap("ééééé".into(), 5);
+        assert!(capped.starts_with("éé\n…[output truncated: 6 bytes omitted]"), "{capped}");
+    }
+}

@@ -1,0 +1,333 @@
+//! Built-in tools, small and safe: `current_time`, and `fetch_url` (GET only, never
+//! to private, loopback or link-local addresses unless allowed, size and time capped).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use ipnet::IpNet;
+use serde_json::{Map, Value, json};
+
+use super::ToolError;
+use crate::config::BuiltinFetchUrl;
+
+pub const CURRENT_TIME_DESCRIPTION: &str =
+    "Current date and time. Optionally in an IANA time zone such as Europe/Paris (default UTC).";
+
+pub const FETCH_URL_DESCRIPTION: &str =
+    "Fetch a public web page or document over HTTP(S) GET and return its text (HTML is reduced to text).";
+
+pub fn current_time_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "timezone": {"type": "string", "description": "IANA time zone, e.g. Europe/Paris; default UTC"}
+    }})
+}
+
+pub fn fetch_url_schema() -> Value {
+    json!({"type": "object", "properties": {
+        "url": {"type": "string", "description": "http:// or https:// URL"}
+    }, "required": ["url"]})
+}
+
+pub fn current_time(args: &Map<String, Value>) -> Result<String, ToolError> {
+    let zone = match args.get("timezone") {
+        None | Some(Value::Null) => "UTC",
+        Some(Value::String(s)) if s.trim().is_empty() => "UTC",
+        Some(Value::String(s)) => s.trim(),
+        Some(other) => return Err(ToolError::Failed(format!("`timezone` must be a string, got {other}"))),
+    };
+    let tz = jiff::tz::TimeZone::get(zone)
+        .map_err(|_| ToolError::Failed(format!("unknown time zone `{zone}` (use an IANA name like Europe/Paris)")))?;
+    let now = jiff::Timestamp::now().to_zoned(tz);
+    Ok(format!("{} ({zone}, {})", now.strftime("%Y-%m-%dT%H:%M:%S%:z"), now.strftime("%A")))
+}
+
+/// `fetch_url`: an HTTP client whose resolver refuses private addresses, so the check
+/// applies to the address actually connected to, not to the hostname.
+#[derive(Debug)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+    max_bytes: usize,
+}
+
+/// Which addresses may be fetched.
+#[derive(Debug, Default)]
+struct AddressPolicy {
+    hosts: Vec<String>,
+    nets: Vec<IpNet>,
+}
+
+impl AddressPolicy {
+    fn allows_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        is_public(ip) || self.nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+impl Fetcher {
+    pub fn new(config: &BuiltinFetchUrl) -> Result<Self, ToolError> {
+        let mut policy = AddressPolicy::default();
+        for entry in &config.allow_private {
+            match entry.parse::<IpNet>().or_else(|_| entry.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(net) => policy.nets.push(net),
+                Err(_) => policy.hosts.push(entry.clone()),
+            }
+        }
+        let policy = Arc::new(policy);
+        let redirect_policy = policy.clone();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("lariat/", env!("CARGO_PKG_VERSION"), " (fetch_url)"))
+            .dns_resolver(Arc::new(Resolver { policy: policy.clone() }))
+            // Redirects to IP literals bypass the resolver, so each hop is checked here.
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    attempt.error("too many redirects")
+                } else if let Err(reason) = check_literal(attempt.url(), &redirect_policy) {
+                    attempt.error(reason)
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .build()
+            .map_err(|e| ToolError::Failed(format!("building the fetch client: {e}")))?;
+        Ok(Self { client, policy, max_bytes: config.max_bytes })
+    }
+
+    pub async fn fetch(&self, args: &Map<String, Value>) -> Result<String, ToolError> {
+        let Some(raw) = args.get("url").and_then(Value::as_str) else {
+            return Err(ToolError::Failed("`url` (a string) is required".into()));
+        };
+        let url =
+            reqwest::Url::parse(raw.trim()).map_err(|e| ToolError::Failed(format!("invalid URL `{raw}`: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ToolError::Refused(format!("only http and https URLs can be fetched, not `{}`", url.scheme())));
+        }
+        check_literal(&url, &self.policy).map_err(ToolError::Refused)?;
+        let response = self.client.get(url).send().await.map_err(|e| ToolError::Failed(describe(&e)))?;
+        let status = response.status();
+        let content_type =
+            response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let (body, truncated) = read_capped(response, self.max_bytes).await?;
+        let text = if content_type.contains("html") {
+            html_to_text(&String::from_utf8_lossy(&body))
+        } else if content_type.is_empty()
+            || content_type.starts_with("text/")
+            || content_type.contains("json")
+            || content_type.contains("xml")
+        {
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            return Ok(format!("[{content_type} content, {} bytes, not shown]", body.len()));
+        };
+        let mut out = if status.is_success() { text } else { format!("HTTP {status}\n{text}") };
+        if truncated {
+            out.push_str(&format!("\n…[truncated at {} bytes]", self.max_bytes));
+        }
+        Ok(out)
+    }
+}
+
+/// An IP-literal host must be allowed; hostnames are checked by the resolver.
+fn check_literal(url: &reqwest::Url, policy: &AddressPolicy) -> Result<(), String> {
+    let Some(host) = url.host() else { return Err("the URL has no host".into()) };
+    let ip = match host {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(name) => {
+            return if name.eq_ignore_ascii_case("localhost") && !policy.allows_host(name) {
+                Err(format!("`{name}` is a loopback address"))
+            } else {
+                Ok(())
+            };
+        }
+    };
+    if policy.allows(ip) { Ok(()) } else { Err(format!("{ip} is a private, loopback or link-local address")) }
+}
+
+struct Resolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = if policy.allows_host(&host) {
+                addrs
+            } else {
+                addrs.into_iter().filter(|a| policy.allows(a.ip())).collect()
+            };
+            if allowed.is_empty() {
+                let reason = format!("refused: `{host}` resolves only to private, loopback or link-local addresses");
+                return Err(reason.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Publicly routable: not loopback, private, link-local, CGNAT, unique-local,
+/// multicast, documentation or unspecified (IPv4-mapped IPv6 judged as IPv4).
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_timeout() { "the request timed out".into() } else { cause.to_string() }
+}
+
+async fn read_capped(response: reqwest::Response, max: usize) -> Result<(Vec<u8>, bool), ToolError> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ToolError::Failed(describe(&e)))?;
+        let room = max - body.len();
+        if chunk.len() >= room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// A crude but dependable HTML → text: drops scripts, styles and tags, decodes the
+/// common entities, collapses whitespace.
+fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let tag = &rest[start..];
+        let lower: String = tag.chars().take(8).collect::<String>().to_ascii_lowercase();
+        let skip_to = if lower.starts_with("<script") {
+            tag.to_ascii_lowercase().find("</script>").map(|p| p + 9)
+        } else if lower.starts_with("<style") {
+            tag.to_ascii_lowercase().find("</style>").map(|p| p + 8)
+        } else {
+            tag.find('>').map(|p| p + 1)
+        };
+        let Some(end) = skip_to else { break };
+        if lower.starts_with("<p")
+            || lower.starts_with("<br")
+            || lower.starts_with("<li")
+            || lower.starts_with("<h")
+            || lower.starts_with("<div")
+            || lower.starts_with("<tr")
+        {
+            out.push('\n');
+        } else {
+            out.push(' ');
+        }
+        rest = &tag[end..];
+    }
+    if !rest.contains('<') {
+        out.push_str(rest);
+    }
+    let decoded = out
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    let lines: Vec<String> =
+        decoded.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).collect();
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        let cases = [
+            ("8.8.8.8", true),
+            ("1.1.1.1", true),
+            ("127.0.0.1", false),
+            ("10.1.2.3", false),
+            ("172.16.0.1", false),
+            ("192.168.1.1", false),
+            ("169.254.169.254", false),
+            ("100.64.0.1", false),
+            ("0.0.0.0", false),
+            ("::1", false),
+            ("fe80::1", false),
+            ("fd00::1", false),
+            ("::ffff:127.0.0.1", false),
+            ("2606:4700:4700::1111", true),
+        ];
+        for (ip, public) in cases {
+            assert_eq!(is_public(ip.parse().unwrap()), public, "{ip}");
+        }
+    }
+
+    #[test]
+    fn literal_hosts_are_checked_against_the_allow_list() {
+        let strict = AddressPolicy::default();
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(check_literal(&url("http://127.0.0.1/"), &strict).is_err());
+        assert!(check_literal(&url("http://[::1]:8080/"), &strict).is_err());
+        assert!(check_literal(&url("http://169.254.169.254/latest"), &strict).is_err());
+        assert!(check_literal(&url("http://localhost/"), &strict).is_err());
+        assert!(check_literal(&url("https://example.com/"), &strict).is_ok());
+        let open = AddressPolicy { hosts: vec![], nets: vec!["127.0.0.0/8".parse().unwrap()] };
+        assert!(check_literal(&url("http://127.0.0.1/"), &open).is_ok());
+        assert!(check_literal(&url("http://10.0.0.1/"), &open).is_err());
+    }
+
+    #[test]
+    fn current_time_reports_the_zone() {
+        let utc = current_time(&Map::new()).unwrap();
+        assert!(utc.contains("+00:00 (UTC, "), "{utc}");
+        let mut args = Map::new();
+        args.insert("timezone".into(), json!("Asia/Tokyo"));
+        assert!(current_time(&args).unwrap().contains("+09:00 (Asia/Tokyo"));
+        args.insert("timezone".into(), json!("Mars/Olympus"));
+        assert!(current_time(&args).unwrap_err().to_string().contains("unknown time zone"));
+    }
+
+    #[test]
+    fn html_becomes_text() {
+        let html = "<html><head><style>p{}</style><script>var x = '<p>';</script></head><body><h1>Title</h1><p>One &amp; two</p><p>three</p></body></html>";
+        assert_eq!(html_to_text(html), "Title\nOne & two\nthree");
+    }
+}

@@ -1,0 +1,245 @@
+//! Server-side tools: the registry of every configured source (built-ins, HTTP
+//! tools, MCP servers), the per-request `ToolSet` (model allow-list ∩ access level),
+//! and calling one tool.
+
+mod builtin;
+mod http;
+pub mod mcp;
+pub mod names;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::auth::Access;
+use crate::config;
+use crate::globs::Globs;
+use crate::openai::{FunctionDef, ToolDef};
+
+/// Why a tool call failed; becomes the tool result `Tool error: <this>`.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the tool source is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One server tool as offered to the model.
+#[derive(Debug)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    /// JSON schema of the arguments (`type: object`).
+    pub parameters: Value,
+    pub min_access: Access,
+    pub timeout: Duration,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    CurrentTime,
+    FetchUrl(Arc<builtin::Fetcher>),
+    Http(Arc<http::HttpTool>),
+    /// Weak: the source owns its tools, so a strong reference would be a cycle.
+    Mcp {
+        source: Weak<mcp::Source>,
+        remote_name: String,
+    },
+}
+
+impl Tool {
+    pub fn def(&self) -> ToolDef {
+        ToolDef {
+            kind: "function".into(),
+            function: FunctionDef {
+                name: self.name.clone(),
+                description: Some(self.description.clone()),
+                parameters: Some(self.parameters.clone()),
+                rest: Map::new(),
+            },
+            rest: Map::new(),
+        }
+    }
+
+    /// Runs the tool. Timeouts and output caps are the caller's (the agent's) job.
+    pub async fn call(&self, args: Map<String, Value>) -> Result<String, ToolError> {
+        match &self.kind {
+            Kind::CurrentTime => builtin::current_time(&args),
+            Kind::FetchUrl(fetcher) => fetcher.fetch(&args).await,
+            Kind::Http(tool) => tool.call(args).await,
+            Kind::Mcp { source, remote_name } => match source.upgrade() {
+                Some(source) => source.call(remote_name, args).await,
+                None => Err(ToolError::Unavailable("the MCP server was removed".into())),
+            },
+        }
+    }
+
+    /// A tool listed by an MCP server.
+    pub fn mcp(listed: mcp::Listed, source: Weak<mcp::Source>, min_access: Access, timeout: Duration) -> Self {
+        let kind = Kind::Mcp { source, remote_name: listed.remote_name };
+        Self {
+            name: listed.name,
+            description: listed.description,
+            parameters: listed.parameters,
+            min_access,
+            timeout,
+            kind,
+        }
+    }
+
+    fn new(
+        name: &str,
+        description: &str,
+        parameters: Value,
+        min_access: Access,
+        timeout: Duration,
+        kind: Kind,
+    ) -> Self {
+        Self { name: name.to_owned(), description: description.to_owned(), parameters, min_access, timeout, kind }
+    }
+}
+
+/// Every configured tool source.
+#[derive(Debug)]
+pub struct Registry {
+    /// Built-ins and HTTP tools: fixed at start-up.
+    fixed: Vec<Arc<Tool>>,
+    mcp: Vec<Arc<mcp::Source>>,
+    /// Bumped whenever a source's tool list changes; invalidates `cache`.
+    generation: Arc<AtomicU64>,
+    cache: Mutex<HashMap<(String, Access), CachedSet>>,
+}
+
+/// A tool set and the registry generation it was built from.
+type CachedSet = (u64, Arc<ToolSet>);
+
+impl Registry {
+    pub fn new(config: &config::Tools) -> Result<Self, ToolError> {
+        let mut fixed = Vec::new();
+        if let Some(ct) = &config.current_time {
+            fixed.push(Arc::new(Tool::new(
+                "current_time",
+                builtin::CURRENT_TIME_DESCRIPTION,
+                builtin::current_time_schema(),
+                ct.min_access,
+                config.timeout,
+                Kind::CurrentTime,
+            )));
+        }
+        if let Some(fetch) = &config.fetch_url {
+            let fetcher = builtin::Fetcher::new(fetch)?;
+            fixed.push(Arc::new(Tool::new(
+                "fetch_url",
+                builtin::FETCH_URL_DESCRIPTION,
+                builtin::fetch_url_schema(),
+                fetch.min_access,
+                fetch.timeout,
+                Kind::FetchUrl(Arc::new(fetcher)),
+            )));
+        }
+        for h in &config.http {
+            let kind = Kind::Http(Arc::new(http::HttpTool::new(h)?));
+            fixed.push(Arc::new(Tool::new(
+                &h.name,
+                &h.description,
+                h.parameters.clone(),
+                h.min_access,
+                h.timeout,
+                kind,
+            )));
+        }
+        let generation = Arc::new(AtomicU64::new(0));
+        let mcp = config.mcp.iter().map(|server| mcp::Source::new(server, generation.clone())).collect();
+        Ok(Self { fixed, mcp, generation, cache: Mutex::new(HashMap::new()) })
+    }
+
+    /// Starts the MCP sources (connect, list, supervise). Returns at once.
+    pub fn start(&self) {
+        for source in &self.mcp {
+            source.start();
+        }
+    }
+
+    /// Waits until every MCP source has tried its first listing (successfully or not).
+    pub async fn wait_listed(&self) {
+        for source in &self.mcp {
+            source.wait_listed().await;
+        }
+    }
+
+    pub fn mcp_sources(&self) -> &[Arc<mcp::Source>] {
+        &self.mcp
+    }
+
+    /// Every tool available right now, in a stable order.
+    pub fn all(&self) -> Vec<Arc<Tool>> {
+        let mut tools = self.fixed.clone();
+        for source in &self.mcp {
+            tools.extend(source.tools().iter().cloned());
+        }
+        tools
+    }
+
+    /// The server tools a request for `model` by a caller with `access` may use: the
+    /// model's allow-list (`None` = all) intersected with what `access` reaches.
+    pub fn for_request(&self, model: &str, allow: Option<&Globs>, access: Access) -> Arc<ToolSet> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let key = (model.to_owned(), access);
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((cached_generation, set)) = cache.get(&key)
+            && *cached_generation == generation
+        {
+            return set.clone();
+        }
+        let tools = self
+            .all()
+            .into_iter()
+            .filter(|t| allow.is_none_or(|a| a.matches(&t.name)) && access >= t.min_access)
+            .collect();
+        let set = Arc::new(ToolSet::new(tools));
+        cache.insert(key, (generation, set.clone()));
+        set
+    }
+}
+
+/// The server tools of one request, by name.
+#[derive(Debug, Default)]
+pub struct ToolSet {
+    by_name: HashMap<String, Arc<Tool>>,
+    defs: Vec<ToolDef>,
+}
+
+impl ToolSet {
+    fn new(tools: Vec<Arc<Tool>>) -> Self {
+        let defs = tools.iter().map(|t| t.def()).collect();
+        Self { by_name: tools.into_iter().map(|t| (t.name.clone(), t)).collect(), defs }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Tool>> {
+        self.by_name.get(name)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Definitions to send upstream, in registry order.
+    pub fn defs(&self) -> &[ToolDef] {
+        &self.defs
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.defs.iter().map(|d| d.function.name.as_str())
+    }
+}
