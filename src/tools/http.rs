@@ -21,8 +21,9 @@ pub struct HttpTool {
 
 impl HttpTool {
     pub fn new(config: &config::HttpTool) -> Result<Self, ToolError> {
+        // No client timeout: the agent bounds every tool call with the tool's timeout.
         let client = reqwest::Client::builder()
-            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
             .build()
             .map_err(|e| ToolError::Failed(format!("building the HTTP client for `{}`: {e}", config.name)))?;
         let method = config

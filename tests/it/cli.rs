@@ -232,3 +232,50 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "{logs}");
     assert!(logs.contains("shutting down"), "{logs}");
 }
+
+#[tokio::test]
+async fn tool_runs_are_audited_and_off_the_record_hides_arguments() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let config = config(
+        &mock,
+        &format!(
+            "[models.agent]\nchain = [\"mock/gpt-test\"]\n[tools.http.echo]\ndescription = \"Echo\"\nurl = \"{}/echo\"\n",
+            tools.url
+        ),
+    );
+    mock.push(Reply::tool_calls(&[("a", "echo", r#"{"text": "public words"}"#)])).push(Reply::text("ok"));
+    mock.push(Reply::tool_calls(&[("b", "echo", r#"{"text": "private words"}"#)])).push(Reply::text("ok"));
+    let child = Child::start(&config, "json").await;
+    for (request_id, off_record) in [("req-open", "false"), ("req-private", "true")] {
+        let response = client()
+            .post(format!("{}/v1/chat/completions", child.url))
+            .bearer_auth(ALICE)
+            .header("x-request-id", request_id)
+            .header("x-lariat-off-record", off_record)
+            .json(&json!({"model": "agent", "messages": [{"role": "user", "content": "echo"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    child.terminate();
+    let (_, logs) = child.wait();
+    let audit: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "lariat::audit" && l["message"] == "tool call")
+        .collect();
+    assert_eq!(audit.len(), 2, "{logs}");
+    let open = &audit[0];
+    assert_eq!(
+        (open["tool"].as_str(), open["user"].as_str(), open["model"].as_str()),
+        (Some("echo"), Some("alice"), Some("agent"))
+    );
+    assert_eq!(open["outcome"], "ok");
+    assert!(open["arguments"].as_str().unwrap().contains("public words"));
+    assert!(open["duration_ms"].as_f64().is_some());
+    assert_eq!(open["spans"][0]["id"], "req-open");
+    assert_eq!(audit[1]["spans"][0]["id"], "req-private");
+    assert!(!logs.contains("private words"), "off-the-record arguments reached the logs");
+}

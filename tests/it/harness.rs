@@ -428,3 +428,121 @@ impl SseReader {
 pub fn json_events(events: &[String]) -> Vec<Value> {
     events.iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect()
 }
+
+impl Reply {
+    /// A non-streamed round calling tools: `(id, name, arguments)`.
+    pub fn tool_calls(calls: &[(&str, &str, &str)]) -> Self {
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(
+                |(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}),
+            )
+            .collect();
+        Self::completion(json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls")
+    }
+
+    /// A streamed round: optional content, then each call in two deltas (name with
+    /// the first half of the arguments, then the rest), finish, usage, `[DONE]`.
+    pub fn stream_tool_calls(content: Option<&str>, calls: &[(&str, &str, &str)]) -> Self {
+        let mut steps = vec![Step::Data(chunk(json!({"role": "assistant", "content": content.unwrap_or("")}), None))];
+        for (i, (id, name, args)) in calls.iter().enumerate() {
+            let (head, tail) = args.split_at(args.len() / 2);
+            let first = json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": head}}]});
+            let second = json!({"tool_calls": [{"index": i, "function": {"arguments": tail}}]});
+            steps.push(Step::Data(chunk(first, None)));
+            steps.push(Step::Data(chunk(second, None)));
+        }
+        steps.push(Step::Data(chunk(json!({}), Some("tool_calls"))));
+        steps.push(Step::Data(usage_event(10, 5)));
+        steps.push(Step::Data("[DONE]".into()));
+        Self::Sse(steps)
+    }
+
+    /// `stream`, with a usage event before `[DONE]` (as with `include_usage`).
+    pub fn stream_with_usage(pieces: &[&str]) -> Self {
+        let Self::Sse(mut steps) = Self::stream(pieces) else { unreachable!() };
+        steps.insert(steps.len() - 1, Step::Data(usage_event(10, 5)));
+        Self::Sse(steps)
+    }
+}
+
+fn usage_event(prompt: u64, completion: u64) -> String {
+    json!({"id": "chatcmpl-up-usage", "object": "chat.completion.chunk", "model": "upstream-model", "choices": [],
+           "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
+    .to_string()
+}
+
+/// One request a `ToolServer` served.
+#[derive(Debug, Clone)]
+pub struct ToolHit {
+    pub path: String,
+    pub body: Value,
+    pub started: std::time::Instant,
+    pub finished: Option<std::time::Instant>,
+}
+
+/// HTTP tool endpoints on a loopback port: `/echo` (returns its body), `/slow`
+/// (300 ms), `/fail` (500), `/hang` (never answers).
+#[derive(Clone)]
+pub struct ToolServer {
+    pub url: String,
+    hits: Arc<Mutex<Vec<ToolHit>>>,
+    /// Notified when a `/hang` request is dropped (its caller went away).
+    pub hang_dropped: Arc<Notify>,
+}
+
+impl ToolServer {
+    pub async fn start() -> Self {
+        let hits: Arc<Mutex<Vec<ToolHit>>> = Arc::default();
+        let hang_dropped = Arc::new(Notify::new());
+        let state = (hits.clone(), hang_dropped.clone());
+        let app = Router::new().fallback(tool_handler).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url: format!("http://{addr}"), hits, hang_dropped }
+    }
+
+    pub fn hits(&self, path: &str) -> Vec<ToolHit> {
+        self.hits.lock().unwrap().iter().filter(|h| h.path == path).cloned().collect()
+    }
+}
+
+struct HangGuard(Arc<Notify>);
+
+impl Drop for HangGuard {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+async fn tool_handler(
+    State((hits, hang_dropped)): State<(Arc<Mutex<Vec<ToolHit>>>, Arc<Notify>)>,
+    uri: http::Uri,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let started = std::time::Instant::now();
+    let index = {
+        let mut hits = hits.lock().unwrap();
+        hits.push(ToolHit { path: path.clone(), body: body.clone(), started, finished: None });
+        hits.len() - 1
+    };
+    let response = match path.as_str() {
+        "/echo" => axum::Json(json!({"echo": body})).into_response(),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "slow done".into_response()
+        }
+        "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "database exploded").into_response(),
+        "/hang" => {
+            let _guard = HangGuard(hang_dropped);
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        _ => StatusCode::NOT_FOUND.into_response(),
+    };
+    hits.lock().unwrap()[index].finished = Some(std::time::Instant::now());
+    response
+}

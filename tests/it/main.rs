@@ -17,3 +17,4 @@ mod fallback;
 mod relay;
 mod sdk;
 mod streaming;
+mod tools;
