@@ -516,8 +516,10 @@ impl Drop for HangGuard {
     }
 }
 
+type ToolState = (Arc<Mutex<Vec<ToolHit>>>, Arc<Notify>);
+
 async fn tool_handler(
-    State((hits, hang_dropped)): State<(Arc<Mutex<Vec<ToolHit>>>, Arc<Notify>)>,
+    State((hits, hang_dropped)): State<ToolState>,
     uri: http::Uri,
     body: Bytes,
 ) -> Response {
