@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use lariat::auth::Access;
 use lariat::config::Config;
 use lariat::server::{self, AppState};
 use lariat::telemetry::{self, LogFormat};
+use lariat::tools::{Registry, mcp};
 
 #[derive(Parser)]
 #[command(name = "lariat", version, about = "OpenAI-compatible gateway that runs the agent loop for its clients")]
@@ -53,26 +55,64 @@ fn main() -> ExitCode {
     }
 }
 
+/// Validates the file, connects to every tool source, and lists what each model gets.
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            println!("{}: ok", path.display());
-            println!("listen: {}", config.server.listen);
-            for (name, model) in &config.models {
-                let chain: Vec<_> = model.chain.iter().map(|e| e.label()).collect();
-                println!("model {name}: {}", chain.join(" → "));
-            }
-            if config.keys.is_empty() {
-                println!("no [[keys]]: lariat serves without authentication, on loopback only");
-            }
-            ExitCode::SUCCESS
-        }
+    let config = match Config::load(path) {
+        Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{} problem(s) found", errors.errors.len());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}: config ok", path.display());
+    println!("listen: {}", config.server.listen);
+    if config.keys.is_empty() {
+        println!("no [[keys]]: lariat serves without authentication, on loopback only");
+    }
+    let problems = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(check_tools(path, &config)),
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", path.display());
+            1
+        }
+    };
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{problems} problem(s) found");
+        ExitCode::FAILURE
+    }
+}
+
+async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
+    let registry = match Registry::new(&config.tools) {
+        Ok(registry) => registry,
+        Err(e) => {
+            eprintln!("{}: `tools`: {e}", path.display());
+            return 1;
+        }
+    };
+    registry.start();
+    let listed = tokio::time::timeout(std::time::Duration::from_secs(60), registry.wait_listed()).await;
+    let mut problems = usize::from(listed.is_err());
+    for source in registry.mcp_sources() {
+        let status = source.status();
+        if matches!(status, mcp::Status::Ready { .. }) {
+            println!("tool source {}: {status}", source.name());
+        } else {
+            eprintln!("{}: `tools.mcp.{}`: {status}", path.display(), source.name());
+            problems += 1;
         }
     }
+    for (name, model) in &config.models {
+        let chain: Vec<_> = model.chain.iter().map(|e| e.label()).collect();
+        println!("model {name}: {}", chain.join(" → "));
+        let tools = registry.for_request(name, model.tools.as_ref(), Access::Admin);
+        let names: Vec<&str> = tools.names().collect();
+        println!("  tools (admin): {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
+    }
+    problems
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
@@ -83,6 +123,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let state = AppState::new(config.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        state.start();
         if state.keys.is_open() {
             tracing::warn!(listen = %config.server.listen, "no [[keys]] configured: serving WITHOUT authentication, on loopback only");
         }

@@ -132,7 +132,7 @@ pub struct McpServer {
     pub timeout: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum McpTransport {
     Stdio { command: String, args: Vec<String>, env: Vec<(String, SecretString)> },
     Http { url: String, headers: Vec<(String, SecretString)> },

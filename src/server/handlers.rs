@@ -105,11 +105,17 @@ pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// 200 once every tool source has been listed; the body names each source's state
+/// (a source that failed to start is reported, and its tools are simply absent).
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let sources: serde_json::Map<String, serde_json::Value> =
+        state.agent.tools.mcp_sources().iter().map(|s| (s.name().to_owned(), json!(s.status().to_string()))).collect();
     if state.is_ready() {
-        Json(json!({"status": "ready"})).into_response()
+        Json(json!({"status": "ready", "tool_sources": sources})).into_response()
     } else {
-        ApiError::Unavailable("not ready: tool sources are still being listed".into()).into_response()
+        let pending: Vec<&String> = sources.keys().collect();
+        let message = format!("not ready: tool sources are still being listed ({pending:?})");
+        ApiError::Unavailable(message).into_response()
     }
 }
 

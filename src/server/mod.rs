@@ -62,13 +62,26 @@ impl AppState {
             metrics,
             config,
             started_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            // Nothing is listed asynchronously yet, so a loaded config means ready.
-            ready: AtomicBool::new(true),
+            ready: AtomicBool::new(false),
         }))
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Starts the tool sources, and marks the gateway ready once each has tried its
+    /// first listing (a source that failed is reported by `/ready` but does not
+    /// hold the others back). Must run inside the runtime.
+    pub fn start(self: &Arc<Self>) {
+        self.agent.tools.start();
+        let state = self.clone();
+        // The one detached task: it outlives no request and only flips a flag.
+        tokio::spawn(async move {
+            state.agent.tools.wait_listed().await;
+            state.ready.store(true, Ordering::Release);
+            tracing::info!("ready: every tool source has been listed");
+        });
     }
 }
 

@@ -20,15 +20,25 @@ fn temp_config(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// `lariat check` on the shipped config: valid, and its MCP server (`uvx
+/// mcp-server-time`, uv from `.venv`) really starts and lists its tools.
 #[test]
 fn the_shipped_config_passes_check() {
+    let Some(uvx) = venv_program("uvx", &["--version"]) else { return };
+    let venv_bin = uvx.parent().unwrap().to_owned();
+    let path_var = std::env::join_paths(
+        std::iter::once(venv_bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/lariat.toml");
-    let out = lariat_bin().args(["check", "--config", path]).output().unwrap();
+    let out = lariat_bin().args(["check", "--config", path]).env("PATH", &path_var).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("model assistant: openai/gpt-4o-mini → local/qwen2.5:7b"), "{stdout}");
+    assert!(stdout.contains("tool source time: ready (2 tools)"), "{stdout}");
+    assert!(stdout.contains("time__get_current_time"), "{stdout}");
     // LARIAT_CONFIG stands in for --config.
-    let via_env = lariat_bin().arg("check").env("LARIAT_CONFIG", path).output().unwrap();
+    let via_env = lariat_bin().arg("check").env("LARIAT_CONFIG", path).env("PATH", &path_var).output().unwrap();
     assert!(via_env.status.success(), "{}", String::from_utf8_lossy(&via_env.stderr));
 }
 

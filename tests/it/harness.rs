@@ -311,6 +311,7 @@ impl Lariat {
         let config = Config::from_toml(Path::new("test.toml"), config_text, &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid: {e:?}"));
         let state = AppState::new(Arc::new(config)).unwrap();
+        state.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -518,11 +519,7 @@ impl Drop for HangGuard {
 
 type ToolState = (Arc<Mutex<Vec<ToolHit>>>, Arc<Notify>);
 
-async fn tool_handler(
-    State((hits, hang_dropped)): State<ToolState>,
-    uri: http::Uri,
-    body: Bytes,
-) -> Response {
+async fn tool_handler(State((hits, hang_dropped)): State<ToolState>, uri: http::Uri, body: Bytes) -> Response {
     let path = uri.path().to_owned();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let started = std::time::Instant::now();
@@ -547,4 +544,40 @@ async fn tool_handler(
     };
     hits.lock().unwrap()[index].finished = Some(std::time::Instant::now());
     response
+}
+
+/// A program from the project's `.venv` (made by `.ci/run`) that passes `probe`.
+/// Missing: under CI=true the test fails; otherwise it says it skipped (None).
+pub fn venv_program(name: &str, probe: &[&str]) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin")).join(name);
+    let works = std::process::Command::new(&path)
+        .args(probe)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is required under CI=true (run .ci/run to create .venv)",
+        path.display()
+    );
+    eprintln!("SKIPPED: {} not found or not working (bash .ci/run creates it)", path.display());
+    None
+}
+
+impl Lariat {
+    /// Waits (up to 20 s) for `/ready` to answer 200; returns its body.
+    pub async fn wait_ready(&self) -> Value {
+        for _ in 0..400 {
+            let response = self.get("/ready", None).send().await.unwrap();
+            if response.status() == 200 {
+                return response.json().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("lariat did not become ready");
+    }
 }

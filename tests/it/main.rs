@@ -9,11 +9,13 @@
 )]
 
 mod harness;
+mod mcp_server;
 
 mod auth;
 mod cli;
 mod errors;
 mod fallback;
+mod mcp;
 mod relay;
 mod sdk;
 mod streaming;

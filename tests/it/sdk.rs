@@ -1,35 +1,14 @@
 //! The official `openai` Python SDK as a client (non-stream and stream).
 //!
 //! `.ci/run` creates `.venv` with the SDK. Outside CI a missing SDK skips with a
-//! message; under CI=true it fails, so the check can never silently disappear.
-
-use std::path::PathBuf;
-use std::process::Command;
+//! message; under CI=true it fails, so the check can never silently disappear
+//! (`venv_program`).
 
 use crate::harness::*;
 
-fn python_with_openai() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("LARIAT_TEST_PYTHON").map(PathBuf::from),
-        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python"))),
-    ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|python| Command::new(python).args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success()));
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the openai Python SDK is required under CI=true (run .ci/run, or set LARIAT_TEST_PYTHON)"
-        );
-        eprintln!("SKIPPED: openai Python SDK not found (python3 -m venv .venv && .venv/bin/pip install openai)");
-    }
-    found
-}
-
 #[tokio::test]
 async fn official_python_sdk_works_against_lariat() {
-    let Some(python) = python_with_openai() else { return };
+    let Some(python) = venv_program("python", &["-c", "import openai"]) else { return };
     let mock = MockUpstream::start().await;
     mock.push(Reply::text("Hello from lariat"));
     mock.push(Reply::stream(&["Hel", "lo ", "streamed"]));
