@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_output_bytes: usize,
     /// How long a round suspended on client tools waits for them.
     pub suspend_ttl: Duration,
+    /// `confirm.tools`: tools that need a human "yes".
+    pub confirm: crate::globs::Globs,
 }
 
 /// One client request, authenticated and resolved.
@@ -310,8 +312,13 @@ impl Agent {
                 let (client_calls, server_calls): (Vec<_>, Vec<_>) =
                     calls.iter().partition(|c| st.passthrough || st.client_names.contains(&c.function.name));
                 let client_names: Vec<String> = st.client_names.iter().cloned().collect();
+                let needs_confirmation = |name: &str| {
+                    (self.settings.confirm.matches(name) && !turn.caller.confirm_allow.matches(name))
+                        || turn.caller.confirm_deny.matches(name)
+                };
                 let executor = Executor {
                     tools: &st.tools,
+                    needs_confirmation: &needs_confirmation,
                     client_tools: &client_names,
                     max_output_bytes: self.settings.max_output_bytes,
                     metrics: &self.metrics,

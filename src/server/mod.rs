@@ -55,7 +55,17 @@ impl AppState {
         let upstream = Upstream::new(&config, metrics.clone())?;
         let tools = Registry::new(&config.tools).map_err(|e| ApiError::Internal(e.to_string()))?;
         let store = Store::from_config(&config.store).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let settings = Settings { max_output_bytes: config.tools.max_output_bytes, suspend_ttl: config.confirm.ttl };
+        let settings = Settings {
+            max_output_bytes: config.tools.max_output_bytes,
+            suspend_ttl: config.confirm.ttl,
+            confirm: config.confirm.tools.clone(),
+        };
+        if !config.confirm.tools.patterns().is_empty() {
+            tracing::warn!(
+                tools = ?config.confirm.tools.patterns(),
+                "confirm.tools is set but the confirmation gate is not built yet: those tools will not run"
+            );
+        }
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),
             agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings }),

@@ -471,3 +471,23 @@ async fn tool_runs_and_rounds_are_counted() {
     assert!(metrics.contains(r#"lariat_rounds_count{model="agent"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"lariat_rounds_sum{model="agent"} 1.0"#), "{metrics}");
 }
+
+#[tokio::test]
+async fn tools_that_need_confirmation_never_run_unconfirmed() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let config = agent_config(&mock, &tools, "").replace(
+        "[[keys]]\nkey = \"sk-carol",
+        "[confirm]\ntools = [\"ech*\", \"slow_a\"]\n\n[[keys]]\nconfirm_deny = [\"slow_b\"]\nconfirm_allow = [\"slow_a\"]\nkey = \"sk-carol",
+    );
+    let lariat = Lariat::start(&config).await;
+    mock.push(Reply::tool_calls(&[("a", "echo", "{}"), ("b", "slow_a", "{}"), ("c", "slow_b", "{}")]));
+    mock.push(Reply::text("ok"));
+    lariat.post("/v1/chat/completions", Some(CAROL)).json(&ask("do it")).send().await.unwrap();
+    let results = tool_results(&mock.received()[1].body);
+    assert!(results[0].1.contains("needs a human confirmation"), "{results:?}");
+    assert_eq!(results[1].1, "slow done", "confirm_allow lets carol run slow_a");
+    assert!(results[2].1.contains("needs a human confirmation"), "confirm_deny holds slow_b: {results:?}");
+    assert!(tools.hits("/echo").is_empty());
+    assert_eq!(tools.hits("/slow").len(), 1);
+}
