@@ -10,6 +10,7 @@ use lariat::auth::Access;
 use lariat::config::Config;
 use lariat::server::{self, AppState};
 use lariat::telemetry::{self, LogFormat};
+use lariat::store::Store;
 use lariat::tools::{Registry, mcp};
 
 #[derive(Parser)]
@@ -86,6 +87,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
+    if let Err(e) = Store::from_config(&config.store) {
+        eprintln!("{}: `store`: {e}", path.display());
+        return 1;
+    }
     let registry = match Registry::new(&config.tools) {
         Ok(registry) => registry,
         Err(e) => {
