@@ -108,6 +108,8 @@ struct LoopState {
     client_names: HashSet<String>,
     tool_choice: Option<Value>,
     rest: Map<String, Value>,
+    /// The client's `stream_options`, relayed as is in passthrough.
+    stream_options: Option<StreamOptions>,
     client_streams: bool,
     include_usage: bool,
     rounds: u32,
@@ -186,6 +188,7 @@ impl Agent {
             client_names,
             tool_choice: request.tool_choice.clone(),
             rest: request.rest.clone(),
+            stream_options: request.stream_options.clone(),
             client_streams: request.stream,
             include_usage: request.stream_options.as_ref().is_some_and(|o| o.include_usage),
             rounds,
@@ -239,7 +242,13 @@ impl Agent {
                     tools: if st.server_tools_on { st.tools.defs() } else { &[] },
                     client_tools: &st.client_defs,
                     tool_choice: if final_call { Some(&none) } else { st.tool_choice.as_ref() },
-                    stream_options: st.client_streams.then_some(&*UPSTREAM_STREAM_OPTIONS),
+                    // The loop sums usage over rounds, so it asks for it; a transparent
+                    // relay sends what the client sent (some servers refuse the field).
+                    stream_options: match (st.client_streams, st.passthrough) {
+                        (false, _) => None,
+                        (true, true) => st.stream_options.as_ref(),
+                        (true, false) => Some(&*UPSTREAM_STREAM_OPTIONS),
+                    },
                     rest: &st.rest,
                 };
                 let answered = match self.upstream.call(&model.chain, &mut st.route, &prompt, st.client_streams).await {
