@@ -45,9 +45,15 @@ struct Args {
     /// Runtime worker threads; 0 means one per core.
     #[arg(long, env = "MOCK_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Answer a request that carries no tool result with a call to this tool (no
+    /// arguments), and one that does with the plain answer: a two-round tool loop.
+    #[arg(long, env = "MOCK_TOOL_CALL")]
+    tool_call: Option<String>,
 }
 
 struct Mock {
+    /// The tool-call answer of `--tool-call`.
+    tool_call: Option<Bytes>,
     delay: Duration,
     interval: Duration,
     completion: Bytes,
@@ -61,6 +67,23 @@ struct Mock {
 struct Request {
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    messages: Vec<RoleOnly>,
+}
+
+#[derive(Deserialize)]
+struct RoleOnly {
+    role: String,
+}
+
+fn tool_call(name: &str) -> Bytes {
+    let value = serde_json::json!({
+        "id": ID, "object": "chat.completion", "created": CREATED, "model": MODEL,
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_bench", "type": "function", "function": {"name": name, "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}
+    });
+    Bytes::from(value.to_string())
 }
 
 const ID: &str = "chatcmpl-bench";
@@ -106,8 +129,8 @@ fn events(chunks: usize) -> Vec<Bytes> {
 }
 
 async fn chat(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
-    let stream = match serde_json::from_slice::<Request>(&body) {
-        Ok(request) => request.stream,
+    let (stream, has_tool_result) = match serde_json::from_slice::<Request>(&body) {
+        Ok(request) => (request.stream, request.messages.iter().any(|m| m.role == "tool")),
         Err(e) => {
             let message = serde_json::json!({"error": {"message": format!("bad request body: {e}"), "type": "invalid_request_error"}});
             return (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], message.to_string())
@@ -118,8 +141,11 @@ async fn chat(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
         tokio::time::sleep(mock.delay).await;
     }
     if !stream {
-        return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], mock.completion.clone())
-            .into_response();
+        let body = match &mock.tool_call {
+            Some(call) if !has_tool_result => call.clone(),
+            _ => mock.completion.clone(),
+        };
+        return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     }
     let body = if mock.interval.is_zero() {
         Body::from(mock.whole_stream.clone())
@@ -174,6 +200,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
     let events = events(args.chunks);
     let whole_stream = Bytes::from(events.iter().flat_map(|e| e.iter().copied()).collect::<Vec<u8>>());
     let mock = Arc::new(Mock {
+        tool_call: args.tool_call.as_deref().map(tool_call),
         delay: Duration::from_millis(args.delay_ms),
         interval: Duration::from_millis(args.chunk_interval_ms),
         completion: completion(),

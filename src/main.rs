@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use lariat::auth::Access;
 use lariat::config::Config;
 use lariat::server::{self, AppState};
-use lariat::telemetry::{self, LogFormat};
 use lariat::store::Store;
+use lariat::telemetry::{self, LogFormat};
 use lariat::tools::{Registry, mcp};
 
 #[derive(Parser)]

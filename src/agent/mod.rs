@@ -258,7 +258,7 @@ impl Agent {
                         return;
                     }
                 };
-                let label = answered.target.label();
+                let label = answered.target.label().to_owned();
                 st.limit = model.max_rounds.min(answered.target.max_rounds.unwrap_or(u32::MAX));
                 if !started {
                     started = true;

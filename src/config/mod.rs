@@ -97,6 +97,8 @@ pub struct VirtualModel {
 /// One upstream target of a chain.
 #[derive(Debug, Clone)]
 pub struct ChainEntry {
+    /// `provider/model`, as reported in `x-lariat-upstream`, logs and metrics.
+    pub label: Arc<str>,
     pub provider: Arc<Provider>,
     pub model: String,
     pub context_window: Option<u32>,
@@ -108,8 +110,8 @@ pub struct ChainEntry {
 
 impl ChainEntry {
     /// `provider/model`, as reported in `x-lariat-upstream` and logs.
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.provider.name, self.model)
+    pub fn label(&self) -> &str {
+        &self.label
     }
 }
 

@@ -300,6 +300,7 @@ fn chain_entry(
     }
     let timeouts = c.timeouts(key, table.timeouts(), provider.timeouts);
     Some(ChainEntry {
+        label: format!("{}/{model}", provider.name).into(),
         provider: provider.clone(),
         model: model.to_owned(),
         context_window: table.context_window,

@@ -17,6 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use http::{HeaderName, StatusCode};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -179,6 +180,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, mut stop_wait) = tokio::sync::watch::channel(false);
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    // Small JSON answers and SSE events must leave at once, not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(

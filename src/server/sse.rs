@@ -20,10 +20,15 @@ pub fn respond(chunks: AgentStream, keepalive: Duration, guard: StreamGuard) -> 
                 None
             } else {
                 Some(match item {
-                    Ok(chunk) => Event::default().json_data(chunk).unwrap_or_else(|e| {
-                        *failed = true;
-                        error_event(&ApiError::Internal(format!("encoding a chunk: {e}")))
-                    }),
+                    // One buffer, one `data` call: compact JSON has no raw newlines, and
+                    // axum's writer scans each of serde's small writes separately.
+                    Ok(chunk) => match serde_json::to_string(&chunk) {
+                        Ok(json) => Event::default().data(json),
+                        Err(e) => {
+                            *failed = true;
+                            error_event(&ApiError::Internal(format!("encoding a chunk: {e}")))
+                        }
+                    },
                     Err(error) => {
                         *failed = true;
                         tracing::warn!(error = %error, "stream ended with an error event");

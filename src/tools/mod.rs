@@ -9,7 +9,7 @@ pub mod names;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -114,7 +114,7 @@ pub struct Registry {
     mcp: Vec<Arc<mcp::Source>>,
     /// Bumped whenever a source's tool list changes; invalidates `cache`.
     generation: Arc<AtomicU64>,
-    cache: Mutex<HashMap<(String, Access), CachedSet>>,
+    cache: RwLock<HashMap<(String, Access), CachedSet>>,
 }
 
 /// A tool set and the registry generation it was built from.
@@ -157,7 +157,7 @@ impl Registry {
         }
         let generation = Arc::new(AtomicU64::new(0));
         let mcp = config.mcp.iter().map(|server| mcp::Source::new(server, generation.clone())).collect();
-        Ok(Self { fixed, mcp, generation, cache: Mutex::new(HashMap::new()) })
+        Ok(Self { fixed, mcp, generation, cache: RwLock::new(HashMap::new()) })
     }
 
     /// Starts the MCP sources (connect, list, supervise). Returns at once.
@@ -192,11 +192,12 @@ impl Registry {
     pub fn for_request(&self, model: &str, allow: Option<&Globs>, access: Access) -> Arc<ToolSet> {
         let generation = self.generation.load(Ordering::Acquire);
         let key = (model.to_owned(), access);
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((cached_generation, set)) = cache.get(&key)
-            && *cached_generation == generation
+        // Read-locked on every request; written only when the tool lists change.
+        let cached = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        if let Some((cached_generation, set)) = cached
+            && cached_generation == generation
         {
-            return set.clone();
+            return set;
         }
         let tools = self
             .all()
@@ -204,7 +205,7 @@ impl Registry {
             .filter(|t| allow.is_none_or(|a| a.matches(&t.name)) && access >= t.min_access)
             .collect();
         let set = Arc::new(ToolSet::new(tools));
-        cache.insert(key, (generation, set.clone()));
+        self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, (generation, set.clone()));
         set
     }
 }

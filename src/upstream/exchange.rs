@@ -20,6 +20,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// so that anything failing before it is still a clean `Failure`.
 pub async fn exchange(
     client: &reqwest::Client,
+    url: reqwest::Url,
     target: &ChainEntry,
     prompt: &Prompt<'_>,
     stream: bool,
@@ -31,7 +32,7 @@ pub async fn exchange(
     let body = serde_json::to_vec(&Outgoing { prompt, model: &target.model, stream })
         .map_err(|e| Failure::InvalidBody(format!("encoding the request: {e}")))?;
     let mut builder = client
-        .post(&provider.chat_url)
+        .post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, if stream { "text/event-stream" } else { "application/json" });
     if let Some(key) = &provider.api_key {

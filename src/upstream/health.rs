@@ -3,7 +3,7 @@
 //! Times are `tokio::time::Instant`, so tests drive cool-downs with paused time.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,52 +15,58 @@ struct TargetHealth {
     cooling_until: Option<Instant>,
 }
 
+/// Read on every call, written only when something fails (or recovers), so it is a
+/// `RwLock`: healthy traffic never contends.
 #[derive(Debug)]
 pub struct Health {
-    targets: Mutex<HashMap<String, TargetHealth>>,
+    targets: RwLock<HashMap<String, TargetHealth>>,
     cooldown_after: u32,
     cooldown: Duration,
 }
 
 impl Health {
     pub fn new(cooldown_after: u32, cooldown: Duration) -> Self {
-        Self { targets: Mutex::new(HashMap::new()), cooldown_after, cooldown }
+        Self { targets: RwLock::new(HashMap::new()), cooldown_after, cooldown }
     }
 
     /// The order in which to try `labels` (chain order, `sticky` first): targets
     /// that are not cooling down, then the cooling ones, least recently failed
     /// first, as a last resort — so a request is never refused without a try.
-    pub fn order(&self, labels: &[String], sticky: Option<usize>) -> Vec<usize> {
+    pub fn order<S: AsRef<str>>(&self, labels: &[S], sticky: Option<usize>) -> Vec<usize> {
+        if labels.len() == 1 {
+            return vec![0];
+        }
         let now = Instant::now();
-        let targets = self.lock();
+        let targets = self.read();
         let mut base: Vec<usize> = (0..labels.len()).collect();
         if let Some(s) = sticky.filter(|s| *s < labels.len()) {
             base.retain(|i| *i != s);
             base.insert(0, s);
         }
         let cooling =
-            |i: &usize| targets.get(&labels[*i]).and_then(|h| h.cooling_until).is_some_and(|until| until > now);
+            |i: &usize| targets.get(labels[*i].as_ref()).and_then(|h| h.cooling_until).is_some_and(|until| until > now);
         let (mut cold, mut ready): (Vec<usize>, Vec<usize>) = base.into_iter().partition(cooling);
-        cold.sort_by_key(|i| targets.get(&labels[*i]).and_then(|h| h.last_failure));
+        cold.sort_by_key(|i| targets.get(labels[*i].as_ref()).and_then(|h| h.last_failure));
         ready.extend(cold);
         ready
     }
 
     pub fn is_cooling(&self, label: &str) -> bool {
         let now = Instant::now();
-        self.lock().get(label).and_then(|h| h.cooling_until).is_some_and(|until| until > now)
+        self.read().get(label).and_then(|h| h.cooling_until).is_some_and(|until| until > now)
     }
 
     pub fn succeeded(&self, label: &str) {
-        if let Some(h) = self.lock().get_mut(label) {
-            *h = TargetHealth::default();
+        if !self.read().contains_key(label) {
+            return;
         }
+        self.write().remove(label);
     }
 
     /// Records a failed call; true when this failure starts a cool-down.
     pub fn failed(&self, label: &str) -> bool {
         let now = Instant::now();
-        let mut targets = self.lock();
+        let mut targets = self.write();
         let h = targets.entry(label.to_owned()).or_default();
         h.consecutive_failures += 1;
         h.last_failure = Some(now);
@@ -72,10 +78,14 @@ impl Health {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TargetHealth>> {
-        // A panic while holding this lock cannot leave the map inconsistent (every
-        // update is a single assignment), so a poisoned lock is still usable.
-        self.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    // A panic while holding this lock cannot leave the map inconsistent (every update
+    // is a single assignment), so a poisoned lock is still usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TargetHealth>> {
+        self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TargetHealth>> {
+        self.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -86,11 +86,18 @@ impl Route {
 #[derive(Debug)]
 pub struct Upstream {
     /// One client per (provider, connect timeout): reqwest sets connect timeouts per client.
-    clients: HashMap<(String, Duration), reqwest::Client>,
+    endpoints: HashMap<(String, Duration), Endpoint>,
     health: Arc<Health>,
     policy: UpstreamPolicy,
     max_event_bytes: usize,
     metrics: Arc<Metrics>,
+}
+
+/// Where one provider is reached: its client and its parsed chat URL.
+#[derive(Debug)]
+struct Endpoint {
+    client: reqwest::Client,
+    url: reqwest::Url,
 }
 
 /// How walking one target ended.
@@ -105,11 +112,11 @@ enum TargetOutcome {
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
-        let mut clients = HashMap::new();
+        let mut endpoints = HashMap::new();
         let entries = config.models.values().flat_map(|m| m.chain.iter().chain(m.answer_with.as_ref()));
         for entry in entries {
             let key = (entry.provider.name.clone(), entry.timeouts.connect);
-            if clients.contains_key(&key) {
+            if endpoints.contains_key(&key) {
                 continue;
             }
             let client = reqwest::Client::builder()
@@ -118,11 +125,13 @@ impl Upstream {
                 .tcp_nodelay(true)
                 .build()
                 .map_err(|e| ApiError::Internal(format!("building the HTTP client for `{}`: {e}", key.0)))?;
-            clients.insert(key, client);
+            let url = reqwest::Url::parse(&entry.provider.chat_url)
+                .map_err(|e| ApiError::Internal(format!("the URL of `{}`: {e}", key.0)))?;
+            endpoints.insert(key, Endpoint { client, url });
         }
         let policy = config.upstream.clone();
         Ok(Self {
-            clients,
+            endpoints,
             health: Arc::new(Health::new(policy.cooldown_after, policy.cooldown)),
             policy,
             max_event_bytes: config.server.max_event_bytes,
@@ -139,13 +148,13 @@ impl Upstream {
         prompt: &Prompt<'_>,
         stream: bool,
     ) -> Result<Answered, ApiError> {
-        let labels: Vec<String> = chain.iter().map(ChainEntry::label).collect();
+        let labels: Vec<&str> = chain.iter().map(ChainEntry::label).collect();
         let mut attempts = Vec::new();
         // After a context-length error, only targets with a larger window can help.
         let mut needs_window: Option<u32> = None;
         let mut previous: Option<&str> = None;
         for index in self.health.order(&labels, route.sticky) {
-            let (entry, label) = (&chain[index], labels[index].as_str());
+            let (entry, label) = (&chain[index], labels[index]);
             if needs_window.is_some_and(|w| entry.context_window.is_some_and(|own| own <= w)) {
                 continue;
             }
@@ -195,13 +204,22 @@ impl Upstream {
         attempts: &mut Vec<Attempt>,
     ) -> TargetOutcome {
         let key = (entry.provider.name.clone(), entry.timeouts.connect);
-        let Some(client) = self.clients.get(&key) else {
+        let Some(endpoint) = self.endpoints.get(&key) else {
             attempts.push(Attempt { target: label.to_owned(), failure: Failure::Connect("no HTTP client".into()) });
             return TargetOutcome::Failed;
         };
         for retry in 0..=entry.retries {
             let started = Instant::now();
-            let failure = match exchange::exchange(client, entry, prompt, stream, self.max_event_bytes).await {
+            let failure = match exchange::exchange(
+                &endpoint.client,
+                endpoint.url.clone(),
+                entry,
+                prompt,
+                stream,
+                self.max_event_bytes,
+            )
+            .await
+            {
                 Ok(reply) => {
                     self.metrics.record_attempt(label, "ok");
                     self.metrics.record_first_token(label, started.elapsed());

@@ -111,14 +111,21 @@ async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)
     }
 }
 
+/// One event's JSON, parsed once, straight into the typed chunk (an error event
+/// lands in `rest["error"]`, since `error` is not a chunk field).
 fn parse_chunk(data: &str) -> Result<ChatChunk, Failure> {
-    let value: Value =
-        serde_json::from_str(data).map_err(|e| Failure::InvalidBody(format!("an SSE event is not JSON: {e}")))?;
-    if let Some(error) = value.get("error") {
+    let chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
+        if e.is_data() {
+            Failure::InvalidBody(format!("an SSE event is not a chat chunk: {e}"))
+        } else {
+            Failure::InvalidBody(format!("an SSE event is not JSON: {e}"))
+        }
+    })?;
+    if let Some(error) = chunk.rest.get("error") {
         let message = error.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_owned);
         return Err(Failure::Stream(format!("the upstream sent an error event: {message}")));
     }
-    serde_json::from_value(value).map_err(|e| Failure::InvalidBody(format!("an SSE event is not a chat chunk: {e}")))
+    Ok(chunk)
 }
 
 /// Given `pending` bytes of an unfinished event before `chunk`, returns the length of

@@ -304,7 +304,7 @@ async fn a_request_sticks_to_the_target_that_answered() {
 
     let mut route = Route::default();
     let first = upstream.call(chain, &mut route, &request, false).await.unwrap();
-    assert_eq!((first.target.label(), answered_by(&first.reply)), ("b/m".to_owned(), "b".to_owned()));
+    assert_eq!((first.target.label(), answered_by(&first.reply)), ("b/m", "b".to_owned()));
     // a would answer now, but this request stays on b...
     let second = upstream.call(chain, &mut route, &request, false).await.unwrap();
     assert_eq!(answered_by(&second.reply), "b");
