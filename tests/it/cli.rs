@@ -289,3 +289,55 @@ async fn tool_runs_are_audited_and_off_the_record_hides_arguments() {
     assert_eq!(audit[1]["spans"][0]["id"], "req-private");
     assert!(!logs.contains("private words"), "off-the-record arguments reached the logs");
 }
+
+/// A stdio MCP server is a child of lariat: it goes when lariat goes.
+#[tokio::test]
+async fn mcp_children_are_stopped_with_lariat() {
+    let Some(python) = venv_program("python", &["-c", "import mcp.server.mcpserver"]) else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/crashy_server.py");
+    let mock = MockUpstream::start().await;
+    let sources = format!(
+        "[models.agent]\nchain = [\"mock/gpt-test\"]\n[tools.mcp.crashy]\ncommand = \"{}\"\nargs = [\"{script}\"]\n",
+        python.display()
+    );
+    mock.push(Reply::tool_calls(&[("a", "crashy__echo", r#"{"text": "who"}"#)])).push(Reply::text("ok"));
+    let child = Child::start(&config(&mock, &sources), "json").await;
+    for _ in 0..200 {
+        if client().get(format!("{}/ready", child.url)).send().await.unwrap().status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = client()
+        .post(format!("{}/v1/chat/completions", child.url))
+        .bearer_auth(ALICE)
+        .json(&json!({"model": "agent", "messages": [{"role": "user", "content": "who are you"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let result = mock.received()[1].body["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap()
+        ["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid: u32 = result.trim_end_matches(')').rsplit(' ').next().unwrap().parse().unwrap();
+    // Alive = present and not a zombie waiting for a reaper.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+    };
+    assert!(alive(pid), "the MCP server should be running: {result}");
+    child.terminate();
+    let (status, logs) = child.wait();
+    assert!(status.success(), "{logs}");
+    let mut gone = false;
+    for _ in 0..100 {
+        if !alive(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "MCP server {pid} outlived lariat");
+}

@@ -117,6 +117,18 @@ async fn a_server_tool_call_runs_and_the_model_answers() {
 }
 
 #[tokio::test]
+async fn tool_calls_count_whatever_the_finish_reason_says() {
+    let (mock, tools, lariat) = setup("").await;
+    // Some servers (Ollama, some vLLM templates) report "stop" with tool calls.
+    let call = json!({"id": "x", "type": "function", "function": {"name": "echo", "arguments": "{}"}});
+    mock.push(Reply::completion(json!({"role": "assistant", "content": "", "tool_calls": [call]}), "stop"));
+    mock.push(Reply::text("ran it"));
+    let answer: Value = lariat.chat(ask("echo")).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "ran it");
+    assert_eq!(tools.hits("/echo").len(), 1);
+}
+
+#[tokio::test]
 async fn calls_of_one_round_run_concurrently() {
     let (mock, tools, lariat) = setup("").await;
     mock.push(Reply::tool_calls(&[("a", "slow_a", "{}"), ("b", "slow_b", "{}")]));
