@@ -334,7 +334,10 @@ impl Agent {
                     audit: Audit { user: &turn.caller.user, model: &model.name, off_record: turn.off_record },
                 };
                 let results = executor.run(&server_calls).await;
-                st.rounds += 1;
+                // A round counts when lariat ran something; a passthrough round did not.
+                if !server_calls.is_empty() {
+                    st.rounds += 1;
+                }
                 if !client_calls.is_empty() {
                     if let Err(error) = self.suspend(&turn, &st, &message, &calls, &client_calls, results).await {
                         yield Err(error);

@@ -186,3 +186,24 @@ async fn metrics_count_requests_by_model_and_status() {
     );
     assert!(line("lariat_request_duration_seconds_bucket").is_some(), "{text}");
 }
+
+#[tokio::test]
+async fn without_server_tools_client_tool_calls_pass_through_untouched() {
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::tool_calls(&[("call_upstream_1", "get_weather", r#"{"city": "Oslo"}"#)]));
+    let lariat = Lariat::start(&config(&mock, "")).await;
+    let mut body = request("assistant", false);
+    body["tools"] =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    body["tool_choice"] = json!("auto");
+    let answer: serde_json::Value = lariat.chat(body.clone()).await.json().await.unwrap();
+    assert!(answer.get("lariat").is_none(), "a pure relay adds nothing: {answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "tool_calls");
+    let call = &answer["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["id"], "call_upstream_1");
+    assert_eq!(call["function"]["arguments"], r#"{"city": "Oslo"}"#);
+    // The client's tools and tool_choice reached the upstream as sent.
+    let sent = mock.last_body();
+    assert_eq!(sent["tools"], body["tools"]);
+    assert_eq!(sent["tool_choice"], "auto");
+}
