@@ -87,7 +87,8 @@ impl AppState {
     pub fn start(self: &Arc<Self>) {
         self.agent.tools.start();
         let state = self.clone();
-        // The one detached task: it outlives no request and only flips a flag.
+        // Like the MCP supervisors, a long-lived task tied to no request: it only
+        // flips the readiness flag once the first listings are done.
         tokio::spawn(async move {
             state.agent.tools.wait_listed().await;
             state.ready.store(true, Ordering::Release);
