@@ -91,6 +91,16 @@ impl ApiError {
     }
 }
 
+/// The innermost cause of an error: HTTP clients' top-level messages name the URL
+/// only, the cause says what happened (connection refused, reset, …).
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 /// `headline: a/x (3 attempts) → HTTP 503: busy; b/y → connection failed: ...`:
 /// each target once, with its attempt count and its last failure.
 pub fn describe_attempts(headline: &str, attempts: &[Attempt]) -> String {

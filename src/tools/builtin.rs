@@ -109,7 +109,7 @@ impl Fetcher {
             return Err(ToolError::Refused(format!("only http and https URLs can be fetched, not `{}`", url.scheme())));
         }
         check_literal(&url, &self.policy).map_err(ToolError::Refused)?;
-        let response = self.client.get(url).send().await.map_err(|e| ToolError::Failed(describe(&e)))?;
+        let response = self.client.get(url).send().await.map_err(|e| ToolError::http(&e))?;
         let status = response.status();
         let content_type =
             response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -201,19 +201,11 @@ fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    if e.is_timeout() { "the request timed out".into() } else { cause.to_string() }
-}
-
 async fn read_capped(response: reqwest::Response, max: usize) -> Result<(Vec<u8>, bool), ToolError> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ToolError::Failed(describe(&e)))?;
+        let chunk = chunk.map_err(|e| ToolError::http(&e))?;
         let room = max - body.len();
         if chunk.len() >= room {
             body.extend_from_slice(&chunk[..room]);

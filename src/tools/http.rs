@@ -45,12 +45,12 @@ impl HttpTool {
         for (name, value) in &self.headers {
             request = request.header(name.as_str(), value.expose_secret());
         }
-        let response = request.send().await.map_err(|e| ToolError::Failed(cause(&e)))?;
+        let response = request.send().await.map_err(|e| ToolError::http(&e))?;
         let status = response.status();
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            body.extend_from_slice(&chunk.map_err(|e| ToolError::Failed(cause(&e)))?);
+            body.extend_from_slice(&chunk.map_err(|e| ToolError::http(&e))?);
             if body.len() >= MAX_RESPONSE_BYTES {
                 break;
             }
@@ -58,15 +58,4 @@ impl HttpTool {
         let text = String::from_utf8_lossy(&body).into_owned();
         if status.is_success() { Ok(text) } else { Err(ToolError::Failed(format!("HTTP {status}: {text}"))) }
     }
-}
-
-fn cause(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        return "the request timed out".into();
-    }
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

@@ -30,6 +30,17 @@ pub enum ToolError {
     Unavailable(String),
 }
 
+impl ToolError {
+    /// An HTTP call of a tool that failed: a timeout, or the innermost cause.
+    fn http(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            Self::Failed("the request timed out".into())
+        } else {
+            Self::Failed(crate::error::root_cause(e))
+        }
+    }
+}
+
 /// One server tool as offered to the model.
 #[derive(Debug)]
 pub struct Tool {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::sse;
 use super::{Failure, Prompt, Reply};
 use crate::config::{ChainEntry, Provider};
+use crate::error::root_cause;
 
 /// Largest error body read from an upstream (its message is all we keep).
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -82,15 +83,6 @@ pub async fn exchange(
 
 fn transport_failure(e: &reqwest::Error) -> Failure {
     if e.is_connect() { Failure::Connect(root_cause(e)) } else { Failure::Stream(root_cause(e)) }
-}
-
-/// reqwest's top-level message names the URL only; the cause says what happened.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 async fn error_response(provider: &Provider, response: reqwest::Response) -> Failure {
