@@ -129,8 +129,8 @@ static UPSTREAM_STREAM_OPTIONS: std::sync::LazyLock<StreamOptions> =
 
 impl Agent {
     #[tracing::instrument(skip_all, fields(model = %turn.model.name, user = %turn.caller.user))]
-    pub async fn run(self: &Arc<Self>, turn: Turn) -> Result<Outcome, ApiError> {
-        let state = self.prepare(&turn).await?;
+    pub async fn run(self: &Arc<Self>, mut turn: Turn) -> Result<Outcome, ApiError> {
+        let state = self.prepare(&mut turn).await?;
         let client_streams = state.client_streams;
         let (response_id, model_name) = (turn.response_id.clone(), turn.model.name.clone());
         let mut events = Box::pin(self.clone().drive(turn, state));
@@ -161,9 +161,10 @@ impl Agent {
     }
 
     /// Tool set, overlay, and — when the client brings results for a suspended
-    /// round — the round restored from the store.
-    async fn prepare(&self, turn: &Turn) -> Result<LoopState, ApiError> {
-        let request = &turn.request;
+    /// round — the round restored from the store. The request's parts move into the
+    /// loop's state (nothing is copied); `turn.request` is left empty.
+    async fn prepare(&self, turn: &mut Turn) -> Result<LoopState, ApiError> {
+        let request = &mut turn.request;
         let disabled = prepare::server_tools_disabled(request.tool_choice.as_ref());
         let tools = if disabled {
             Arc::new(ToolSet::default())
@@ -171,10 +172,10 @@ impl Agent {
             self.tools.for_request(&turn.model.name, turn.model.tools.as_ref(), turn.caller.access)
         };
         let client_names = prepare::client_tools(request.tools.as_deref(), &tools)?;
-        let mut messages = request.messages.clone();
+        let mut messages = std::mem::take(&mut request.messages);
         let mut rounds = 0;
         let mut route = Route::default();
-        if let Some(round) = self.restore(turn, &mut messages).await? {
+        if let Some(round) = self.restore(&turn.caller.key_id, &mut messages).await? {
             rounds = round.0;
             route = round.1;
         }
@@ -184,13 +185,13 @@ impl Agent {
             server_tools_on: !tools.is_empty(),
             passthrough: tools.is_empty(),
             tools,
-            client_defs: request.tools.clone().unwrap_or_default(),
+            client_defs: request.tools.take().unwrap_or_default(),
             client_names,
-            tool_choice: request.tool_choice.clone(),
-            rest: request.rest.clone(),
-            stream_options: request.stream_options.clone(),
-            client_streams: request.stream,
+            tool_choice: request.tool_choice.take(),
+            rest: std::mem::take(&mut request.rest),
             include_usage: request.stream_options.as_ref().is_some_and(|o| o.include_usage),
+            stream_options: request.stream_options.take(),
+            client_streams: request.stream,
             rounds,
             limit: turn.model.max_rounds,
             route,
@@ -202,10 +203,10 @@ impl Agent {
     }
 
     /// Puts a suspended round back into `messages`; returns its rounds and route.
-    async fn restore(&self, turn: &Turn, messages: &mut Vec<Message>) -> Result<Option<(u32, Route)>, ApiError> {
+    async fn restore(&self, key_id: &str, messages: &mut Vec<Message>) -> Result<Option<(u32, Route)>, ApiError> {
         let Some((at, ids)) = suspend::pending_results(messages) else { return Ok(None) };
         let Some(first) = ids.first() else { return Ok(None) };
-        let key = suspend::key(&turn.caller.key_id, first);
+        let key = suspend::key(key_id, first);
         let Some(bytes) = self.store.take(&key).await.map_err(|e| ApiError::Unavailable(e.to_string()))? else {
             return Ok(None);
         };
@@ -216,7 +217,7 @@ impl Agent {
                 return Ok(None);
             }
         };
-        if round.version != suspend::VERSION || round.key_id != turn.caller.key_id || round.client_call_ids != ids {
+        if round.version != suspend::VERSION || round.key_id != key_id || round.client_call_ids != ids {
             return Ok(None);
         }
         let resumed = (round.rounds, round.route);
