@@ -11,6 +11,7 @@ pub mod config;
 pub mod openai;
 
 pub mod agent;
+pub mod compact;
 pub mod upstream;
 
 pub mod error;

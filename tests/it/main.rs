@@ -10,6 +10,7 @@
 
 mod harness;
 mod mcp_server;
+mod redis_server;
 
 mod auth;
 mod cli;
@@ -18,5 +19,6 @@ mod fallback;
 mod mcp;
 mod relay;
 mod sdk;
+mod store;
 mod streaming;
 mod tools;

@@ -1,0 +1,1 @@
+//! Compaction (SPEC §6): every upstream call fits the target's context budget.

@@ -1,0 +1,1 @@
+//! The store suite, run against every backend (memory, and a real Redis).
