@@ -23,7 +23,7 @@ pub struct ChatRequest {
 }
 
 /// A tool offered to the model: `{"type": "function", "function": {...}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDef {
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
@@ -32,7 +32,7 @@ pub struct ToolDef {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionDef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

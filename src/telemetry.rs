@@ -82,6 +82,12 @@ struct TokenLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfirmationLabels {
+    tool: String,
+    event: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -97,6 +103,7 @@ pub struct Metrics {
     tool_calls: Family<ToolLabels, Counter>,
     tool_latency: HistogramFamily<ToolNameLabels>,
     rounds: HistogramFamily<ModelLabels>,
+    confirmations: Family<ConfirmationLabels, Counter>,
     active_streams: Gauge,
 }
 
@@ -121,6 +128,7 @@ impl Default for Metrics {
         let tool_calls = Family::default();
         let tool_latency: HistogramFamily<ToolNameLabels> = Family::new_with_constructor(latency_histogram);
         let rounds: HistogramFamily<ModelLabels> = Family::new_with_constructor(rounds_histogram);
+        let confirmations = Family::default();
         let active_streams = Gauge::default();
         registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
         registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
@@ -136,6 +144,11 @@ impl Default for Metrics {
         registry.register("tool_calls", "Tool calls by tool and outcome", tool_calls.clone());
         registry.register("tool_duration_seconds", "Tool call latency by tool", tool_latency.clone());
         registry.register("rounds", "Tool-loop rounds per request, by model", rounds.clone());
+        registry.register(
+            "confirmations",
+            "Confirmations by tool and event (created, approved, denied, expired)",
+            confirmations.clone(),
+        );
         registry.register("active_streams", "SSE responses currently open", active_streams.clone());
         Self {
             registry,
@@ -149,6 +162,7 @@ impl Default for Metrics {
             tool_calls,
             tool_latency,
             rounds,
+            confirmations,
             active_streams,
         }
     }
@@ -192,6 +206,10 @@ impl Metrics {
 
     pub fn record_rounds(&self, model: &str, rounds: u32) {
         self.rounds.get_or_create(&ModelLabels { model: model.into() }).observe(f64::from(rounds));
+    }
+
+    pub fn record_confirmation(&self, tool: &str, event: &'static str) {
+        self.confirmations.get_or_create(&ConfirmationLabels { tool: tool.into(), event }).inc();
     }
 
     /// Counts an open stream until the returned guard is dropped.

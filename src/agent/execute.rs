@@ -1,6 +1,7 @@
 //! Running one round's server tool calls: each checked (known tool, arguments a JSON
 //! object), the valid ones run concurrently with a timeout and an output cap. Every
 //! call yields a tool result — a failure is data for the model, never an `Err`.
+//! Which calls may run at all (the confirmation gate) is decided before, by the loop.
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,6 @@ pub struct Audit<'a> {
 
 pub struct Executor<'a> {
     pub tools: &'a ToolSet,
-    /// Tools that need a human "yes" for this caller (SPEC §4).
-    pub needs_confirmation: &'a (dyn Fn(&str) -> bool + Sync),
     /// Names of the client's own tools, for the "unknown tool" hint.
     pub client_tools: &'a [String],
     pub max_output_bytes: usize,
@@ -45,16 +44,6 @@ impl Executor<'_> {
             self.metrics.record_tool_call(name, "unknown_tool", Duration::ZERO);
             return self.unknown_tool(name);
         };
-        if (self.needs_confirmation)(name) {
-            // The confirmation gate is not built yet: a tool the operator wants
-            // confirmed must never run unconfirmed, so it does not run at all.
-            self.metrics.record_tool_call(name, "needs_confirmation", Duration::ZERO);
-            tracing::warn!(target: "lariat::audit", tool = name, user = self.audit.user, model = self.audit.model, outcome = "needs_confirmation", "tool call held");
-            return format!(
-                "Tool error: `{name}` needs a human confirmation before it runs, and this gateway cannot ask for one yet. \
-                 The action was not performed; tell the user."
-            );
-        }
         let args = match parse_arguments(&call.function.arguments) {
             Ok(args) => args,
             Err(problem) => {

@@ -1,12 +1,14 @@
 //! The tool loop (SPEC §2): for one client request, round after round — call the
 //! upstream through the chain, run the server tool calls, feed the results back —
-//! until the model answers, the round limit is reached, or the round must wait for
-//! the client's own tools (suspension).
+//! until the model answers, the round limit is reached, or the round must wait — for
+//! the client's own tools (suspension) or for a human "yes" (the confirmation gate).
 //!
 //! The loop is one stream of `Event`s owned by the response: a client that goes away
 //! drops it, and with it the upstream call and the tools in flight.
 
+mod confirm;
 mod execute;
+mod pause;
 mod prepare;
 mod round;
 mod suspend;
@@ -22,13 +24,16 @@ use serde_json::{Map, Value, json};
 use crate::auth::Caller;
 use crate::config::VirtualModel;
 use crate::error::ApiError;
-use crate::openai::{ChatChunk, ChatCompletion, ChatRequest, Choice, Message, StreamOptions, ToolDef, Usage};
-use crate::store::Store;
+use crate::openai::{ChatChunk, ChatCompletion, ChatRequest, Choice, Message, StreamOptions, ToolCall, ToolDef, Usage};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::tools::{Registry, ToolSet};
-use crate::upstream::{Attempt, Failure, Prompt, Reply, Route, Upstream};
+use crate::upstream::{Attempt, ChunkStream, Failure, Prompt, Reply, Route, Upstream};
+pub use confirm::Gate;
+use confirm::Verdict;
 use execute::{Audit, Executor};
-use round::{RoundResult, StreamRound};
+use pause::Resume;
+use round::{Relay, Relayed, RoundResult, StreamRound};
 use suspend::SuspendedRound;
 
 /// The chunks a streaming client receives, in order; an `Err` item ends the stream.
@@ -50,8 +55,8 @@ pub struct Settings {
     pub max_output_bytes: usize,
     /// How long a round suspended on client tools waits for them.
     pub suspend_ttl: Duration,
-    /// `confirm.tools`: tools that need a human "yes".
-    pub confirm: crate::globs::Globs,
+    /// Which calls wait for a human "yes", and how the answer is read.
+    pub gate: Gate,
 }
 
 /// One client request, authenticated and resolved.
@@ -72,15 +77,18 @@ pub enum Answer {
 
 pub struct Outcome {
     pub answer: Answer,
-    /// `provider/model` of the target that answered (the first round's).
-    pub upstream: String,
+    /// `provider/model` of the target that answered first, if an upstream was called
+    /// before the response started.
+    pub upstream: Option<String>,
     pub attempts: u32,
+    /// The id of the confirmation a non-streamed answer asks for.
+    pub confirmation: Option<String>,
 }
 
 /// What the loop emits.
 enum Event {
-    /// The first upstream round answered: the response can start.
-    Started { upstream: String, attempts: u32 },
+    /// The response can start (the first upstream round answered, or the loop resumed).
+    Started { upstream: Option<String>, attempts: u32 },
     /// A chunk for a streaming client (already rewritten).
     Chunk(ChatChunk),
     /// The end: the answer as a non-streaming client gets it.
@@ -95,10 +103,22 @@ struct Final {
     round_limit: bool,
     completion_rest: Map<String, Value>,
     choice_rest: Map<String, Value>,
+    confirmation: Option<String>,
+}
+
+/// How the loop begins.
+enum Start {
+    /// Call the upstream.
+    Fresh,
+    /// Continue a round paused at the confirmation gate, without calling the upstream first.
+    Resume(Box<Resume>),
+    /// Answer with this text and call nothing (an expired or already answered approval).
+    Say(String),
 }
 
 /// Everything one request's loop carries from round to round.
 struct LoopState {
+    start: Start,
     messages: Vec<Message>,
     tools: Arc<ToolSet>,
     server_tools_on: bool,
@@ -122,6 +142,8 @@ struct LoopState {
     /// The last round's finish reason was relayed as is (passthrough).
     finish_sent: bool,
 }
+
+static TOOL_CHOICE_NONE: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!("none"));
 
 /// `stream_options` for upstream streams: usage is always asked for, to be summed.
 static UPSTREAM_STREAM_OPTIONS: std::sync::LazyLock<StreamOptions> =
@@ -147,59 +169,81 @@ impl Agent {
                     Err(error) => Some(Err(error)),
                 }
             });
-            return Ok(Outcome { answer: Answer::Stream(Box::pin(chunks)), upstream, attempts });
+            let answer = Answer::Stream(Box::pin(chunks));
+            return Ok(Outcome { answer, upstream, attempts, confirmation: None });
         }
         while let Some(event) = events.next().await {
             if let Event::Finished(done) = event? {
+                let confirmation = done.confirmation.clone();
                 let mut completion = completion(*done);
                 completion.id = response_id;
                 completion.model = model_name;
-                return Ok(Outcome { answer: Answer::Complete(Box::new(completion)), upstream, attempts });
+                let answer = Answer::Complete(Box::new(completion));
+                return Ok(Outcome { answer, upstream, attempts, confirmation });
             }
         }
         Err(ApiError::Internal("the loop ended without an answer".into()))
     }
 
-    /// Tool set, overlay, and — when the client brings results for a suspended
-    /// round — the round restored from the store. The request's parts move into the
-    /// loop's state (nothing is copied); `turn.request` is left empty.
+    /// Tool set, overlay, and where the loop starts: fresh, from a round suspended on
+    /// client tools, or from a checkpoint the user just answered. The request's parts
+    /// move into the loop's state (nothing is copied); `turn.request` is left empty.
     async fn prepare(&self, turn: &mut Turn) -> Result<LoopState, ApiError> {
         let request = &mut turn.request;
+        let structured = confirm::take_structured(&mut request.rest)
+            .map_err(|message| ApiError::bad_request(message, Some("lariat.confirm")))?;
         let disabled = prepare::server_tools_disabled(request.tool_choice.as_ref());
         let tools = if disabled {
             Arc::new(ToolSet::default())
         } else {
             self.tools.for_request(&turn.model.name, turn.model.tools.as_ref(), turn.caller.access)
         };
-        let client_names = prepare::client_tools(request.tools.as_deref(), &tools)?;
-        let mut messages = std::mem::take(&mut request.messages);
-        let mut rounds = 0;
-        let mut route = Route::default();
-        if let Some(round) = self.restore(&turn.caller.key_id, &mut messages).await? {
-            rounds = round.0;
-            route = round.1;
-        }
-        prepare::overlay(&mut messages, &turn.model, !tools.is_empty());
-        Ok(LoopState {
-            messages,
+        let mut st = LoopState {
+            start: Start::Fresh,
+            messages: std::mem::take(&mut request.messages),
             server_tools_on: !tools.is_empty(),
             passthrough: tools.is_empty(),
+            client_names: prepare::client_tools(request.tools.as_deref(), &tools)?,
             tools,
             client_defs: request.tools.take().unwrap_or_default(),
-            client_names,
             tool_choice: request.tool_choice.take(),
             rest: std::mem::take(&mut request.rest),
             include_usage: request.stream_options.as_ref().is_some_and(|o| o.include_usage),
             stream_options: request.stream_options.take(),
             client_streams: request.stream,
-            rounds,
+            rounds: 0,
             limit: turn.model.max_rounds,
-            route,
+            route: Route::default(),
             usage: None,
             role_sent: false,
             content_sent: false,
             finish_sent: false,
-        })
+        };
+        match self.reopen(&turn.caller, &turn.model.name, structured, &st.messages).await? {
+            Some(Start::Resume(resume)) => {
+                // The checkpoint is the truth about the conversation so far (the client
+                // never saw the server's tool calls) and about the request's parameters.
+                let checkpoint = &resume.checkpoint;
+                st.messages.clone_from(&checkpoint.messages);
+                st.client_names = prepare::client_tools(Some(&checkpoint.request.client_tools), &st.tools)?;
+                st.client_defs.clone_from(&checkpoint.request.client_tools);
+                st.tool_choice.clone_from(&checkpoint.request.tool_choice);
+                st.rest.clone_from(&checkpoint.request.rest);
+                (st.rounds, st.route) = (checkpoint.rounds, checkpoint.route);
+                st.server_tools_on = true;
+                st.passthrough = false;
+                st.start = Start::Resume(resume);
+                return Ok(st);
+            }
+            Some(start) => st.start = start,
+            None => {
+                if let Some((rounds, route)) = self.restore(&turn.caller.key_id, &mut st.messages).await? {
+                    (st.rounds, st.route) = (rounds, route);
+                }
+            }
+        }
+        prepare::overlay(&mut st.messages, &turn.model, st.server_tools_on);
+        Ok(st)
     }
 
     /// Puts a suspended round back into `messages`; returns its rounds and route.
@@ -207,7 +251,7 @@ impl Agent {
         let Some((at, ids)) = suspend::pending_results(messages) else { return Ok(None) };
         let Some(first) = ids.first() else { return Ok(None) };
         let key = suspend::key(key_id, first);
-        let Some(bytes) = self.store.take(&key).await.map_err(|e| ApiError::Unavailable(e.to_string()))? else {
+        let Some(bytes) = self.store.take(&key).await.map_err(unavailable)? else {
             return Ok(None);
         };
         let round: SuspendedRound = match serde_json::from_slice(&bytes) {
@@ -235,132 +279,228 @@ impl Agent {
                 chunk
             };
             let mut started = false;
+            let mut resume = None;
+            match std::mem::replace(&mut st.start, Start::Fresh) {
+                Start::Fresh => {}
+                Start::Say(text) => {
+                    yield Ok(Event::Started { upstream: None, attempts: 0 });
+                    if st.client_streams {
+                        yield Ok(Event::Chunk(rewrite(round::text_chunk(text.clone(), true, Map::new()))));
+                    }
+                    for chunk in self.ending(&st, "stop") {
+                        yield Ok(Event::Chunk(rewrite(chunk)));
+                    }
+                    yield Ok(Event::Finished(Box::new(Final::plain(round::assistant(Value::String(text), None)))));
+                    return;
+                }
+                Start::Resume(paused) => {
+                    // Tools may run before the first upstream call: start the response
+                    // now so a streaming client gets keep-alives meanwhile.
+                    started = true;
+                    let upstream = st.route.sticky().and_then(|i| model.chain.get(i)).map(|e| e.label().to_owned());
+                    yield Ok(Event::Started { upstream, attempts: 0 });
+                    resume = Some(paused);
+                }
+            }
+            let client_tool_names: Vec<String> = st.client_names.iter().cloned().collect();
+            let tools = st.tools.clone();
+            let executor = Executor {
+                tools: &tools,
+                client_tools: &client_tool_names,
+                max_output_bytes: self.settings.max_output_bytes,
+                metrics: &self.metrics,
+                audit: Audit { user: &turn.caller.user, model: &model.name, off_record: turn.off_record },
+            };
             loop {
-                let final_call = st.rounds >= st.limit;
-                let none = json!("none");
-                let prompt = Prompt {
-                    messages: &st.messages,
-                    tools: if st.server_tools_on { st.tools.defs() } else { &[] },
-                    client_tools: &st.client_defs,
-                    tool_choice: if final_call { Some(&none) } else { st.tool_choice.as_ref() },
-                    // The loop sums usage over rounds, so it asks for it; a transparent
-                    // relay sends what the client sent (some servers refuse the field).
-                    stream_options: match (st.client_streams, st.passthrough) {
-                        (false, _) => None,
-                        (true, true) => st.stream_options.as_ref(),
-                        (true, false) => Some(&*UPSTREAM_STREAM_OPTIONS),
-                    },
-                    rest: &st.rest,
-                };
-                let answered = match self.upstream.call(&model.chain, &mut st.route, &prompt, st.client_streams).await {
-                    Ok(answered) => answered,
-                    Err(error) => {
+                // One round: the assistant message with its calls and the results of the
+                // server calls — either resumed from the gate or from a fresh upstream call.
+                let (message, results, completion_rest, choice_rest) = if let Some(paused) = resume.take() {
+                    let Resume { checkpoint, verdict, followup } = *paused;
+                    let held: Vec<&ToolCall> = checkpoint.held.iter().collect();
+                    let held_results = match verdict {
+                        Verdict::Approve => executor.run(&held).await,
+                        Verdict::Deny => held.iter().map(|c| execute::tool_result(&c.id, confirm::DENIED.into())).collect(),
+                        Verdict::Other => held.iter().map(|c| execute::tool_result(&c.id, confirm::DENIED_OTHER.into())).collect(),
+                    };
+                    let mut results = checkpoint.results;
+                    results.extend(held_results);
+                    if verdict != Verdict::Approve {
+                        // Client calls of a round the user turned down are not handed out.
+                        let client_calls = checkpoint.assistant.tool_calls.iter().flatten().filter(|c| st.client_names.contains(&c.function.name));
+                        results.extend(client_calls.map(|c| execute::tool_result(&c.id, confirm::DENIED_OTHER.into())).collect::<Vec<_>>());
+                        let results = order_like(Some(&checkpoint.assistant), results);
+                        st.messages.push(checkpoint.assistant);
+                        st.messages.extend(results);
+                        st.messages.extend(followup);
+                        continue;
+                    }
+                    (checkpoint.assistant, results, Map::new(), Map::new())
+                } else {
+                    let final_call = st.rounds >= st.limit;
+                    let consumed = match self.call(&model, &mut st, final_call).await {
+                        Ok(answered) => answered,
+                        Err(error) => {
+                            yield Err(error);
+                            return;
+                        }
+                    };
+                    let (reply, label, attempts) = consumed;
+                    if !started {
+                        started = true;
+                        yield Ok(Event::Started { upstream: Some(label.clone()), attempts });
+                    }
+                    let mut consumed = None;
+                    {
+                        let mut relayed = std::pin::pin!(Self::consume(reply, &st));
+                        while let Some(item) = relayed.next().await {
+                            match item {
+                                Relayed::Chunk(chunk) => yield Ok(Event::Chunk(rewrite(chunk))),
+                                Relayed::Done(done) => consumed = Some(done),
+                            }
+                        }
+                    }
+                    let Some(done) = consumed else { return };
+                    let (round, cut) = self.account(&turn, &mut st, &label, *done);
+                    if let Some(error) = cut {
                         yield Err(error);
                         return;
                     }
-                };
-                let label = answered.target.label().to_owned();
-                st.limit = model.max_rounds.min(answered.target.max_rounds.unwrap_or(u32::MAX));
-                if !started {
-                    started = true;
-                    yield Ok(Event::Started { upstream: label.clone(), attempts: answered.attempts });
-                }
-                let round = match answered.reply {
-                    Reply::Complete(completion) if !st.client_streams => RoundResult::from_completion(completion, &st.client_names, st.passthrough),
-                    reply => {
-                        let chunks: crate::upstream::ChunkStream = match reply {
-                            Reply::Stream(chunks) => chunks,
-                            Reply::Complete(completion) => Box::pin(futures::stream::iter(completion.into_chunks(true).into_iter().map(Ok))),
+                    let RoundResult { mut message, finish_reason, completion_rest, choice_rest, .. } = round;
+                    let calls = message.tool_calls.take().unwrap_or_default();
+                    if calls.is_empty() || final_call {
+                        if final_call {
+                            tracing::warn!(rounds = st.rounds, "round limit reached; the model answered without tools");
+                        }
+                        let reason = if final_call && !calls.is_empty() { "stop".to_owned() } else { finish_reason.unwrap_or_else(|| "stop".into()) };
+                        for chunk in self.ending(&st, &reason) {
+                            yield Ok(Event::Chunk(rewrite(chunk)));
+                        }
+                        self.metrics.record_rounds(&model.name, st.rounds);
+                        yield Ok(Event::Finished(Box::new(Final {
+                            message,
+                            finish_reason: reason,
+                            usage: st.usage.take(),
+                            rounds: st.rounds,
+                            round_limit: final_call,
+                            completion_rest,
+                            choice_rest,
+                            confirmation: None,
+                        })));
+                        return;
+                    }
+                    let server_calls: Vec<&ToolCall> =
+                        calls.iter().filter(|c| !st.passthrough && !st.client_names.contains(&c.function.name)).collect();
+                    let (held, runnable): (Vec<&ToolCall>, Vec<&ToolCall>) = server_calls
+                        .iter()
+                        .partition(|c| st.tools.contains(&c.function.name) && self.settings.gate.holds(&turn.caller, &c.function.name));
+                    let results = executor.run(&runnable).await;
+                    // A round counts when lariat ran (or held) something; a passthrough round did not.
+                    if !server_calls.is_empty() {
+                        st.rounds += 1;
+                    }
+                    if !held.is_empty() {
+                        let held: Vec<ToolCall> = held.into_iter().cloned().collect();
+                        message.tool_calls = Some(calls);
+                        let checkpoint = match self.pause(&turn, &st, message, results, held).await {
+                            Ok(checkpoint) => checkpoint,
+                            Err(error) => {
+                                yield Err(error);
+                                return;
+                            }
                         };
-                        let mut acc = StreamRound::new(&st.client_names, st.passthrough, st.role_sent, st.content_sent);
-                        let mut chunks = chunks;
-                        while let Some(item) = chunks.next().await {
-                            match item {
-                                Ok(chunk) => {
-                                    if let Some(out) = acc.push(chunk) {
-                                        yield Ok(Event::Chunk(rewrite(out)));
+                        // Ask the model to phrase the question, with placeholders for the
+                        // held calls, then add the footer with the marker.
+                        let depth = st.messages.len();
+                        st.messages.push(checkpoint.assistant.clone());
+                        st.messages.extend(order_like(Some(&checkpoint.assistant), checkpoint.results.iter().cloned().chain(
+                            checkpoint.held.iter().map(|c| execute::tool_result(&c.id, confirm::PLACEHOLDER.into()))).collect()));
+                        let asked = self.call(&model, &mut st, true).await;
+                        let mut words = String::new();
+                        let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
+                        if let Ok((reply, label, _)) = asked {
+                            let mut consumed = None;
+                            {
+                                let mut relayed = std::pin::pin!(Self::consume(reply, &st));
+                                while let Some(item) = relayed.next().await {
+                                    match item {
+                                        Relayed::Chunk(chunk) => yield Ok(Event::Chunk(rewrite(chunk))),
+                                        Relayed::Done(done) => consumed = Some(done),
                                     }
                                 }
-                                Err(failure) => {
-                                    yield Err(midstream(&label, failure));
-                                    return;
-                                }
                             }
+                            if let Some(done) = consumed {
+                                let (round, cut) = self.account(&turn, &mut st, &label, *done);
+                                if let Some(error) = cut {
+                                    tracing::warn!(%error, "the confirmation question was cut short; adding the footer to what arrived");
+                                }
+                                words = match round.message.content { Value::String(text) => text, _ => String::new() };
+                                (completion_rest, choice_rest) = (round.completion_rest, round.choice_rest);
+                            }
+                        } else if let Err(error) = asked {
+                            tracing::warn!(%error, "the upstream could not phrase the confirmation question; using the template");
                         }
-                        st.role_sent = acc.role_sent();
-                        st.content_sent |= acc.has_content();
-                        st.finish_sent = acc.finish_sent();
-                        acc.finish()
+                        st.messages.truncate(depth);
+                        let mut visible = String::new();
+                        if words.trim().is_empty() {
+                            words = confirm::template(&checkpoint.held);
+                            visible = if st.content_sent { format!("\n\n{words}") } else { words.clone() };
+                        }
+                        let footer = confirm::footer(&checkpoint.held, &checkpoint.id, self.settings.gate.ttl);
+                        visible.push_str(&footer);
+                        let summary = json!({"confirmation": confirm::summary(&checkpoint)});
+                        if st.client_streams {
+                            let extra = Map::from_iter([("lariat".to_owned(), summary.clone())]);
+                            yield Ok(Event::Chunk(rewrite(round::text_chunk(visible, !st.role_sent, extra))));
+                            st.role_sent = true;
+                        }
+                        for chunk in self.ending(&st, "stop") {
+                            yield Ok(Event::Chunk(rewrite(chunk)));
+                        }
+                        self.metrics.record_rounds(&model.name, st.rounds);
+                        let mut message = round::assistant(Value::String(words + &footer), None);
+                        message.rest.insert("lariat".into(), summary);
+                        yield Ok(Event::Finished(Box::new(Final {
+                            message,
+                            finish_reason: "stop".into(),
+                            usage: st.usage.take(),
+                            rounds: st.rounds,
+                            round_limit: false,
+                            completion_rest,
+                            choice_rest,
+                            confirmation: Some(checkpoint.id),
+                        })));
+                        return;
                     }
+                    message.tool_calls = Some(calls);
+                    (message, results, completion_rest, choice_rest)
                 };
-                if let Some(u) = &round.usage {
-                    self.metrics.record_tokens(&turn.caller.user, &model.name, &label, u.prompt_tokens, u.completion_tokens);
-                }
-                st.usage = add_usage(st.usage.take(), round.usage.clone());
-                let RoundResult { mut message, finish_reason, completion_rest, choice_rest, .. } = round;
-                let calls = message.tool_calls.take().unwrap_or_default();
-                if calls.is_empty() || final_call {
-                    if final_call {
-                        tracing::warn!(rounds = st.rounds, "round limit reached; the model answered without tools");
-                    }
-                    let reason = if final_call && !calls.is_empty() { "stop".to_owned() } else { finish_reason.unwrap_or_else(|| "stop".into()) };
-                    for chunk in self.ending(&st, &reason) {
-                        yield Ok(Event::Chunk(rewrite(chunk)));
-                    }
-                    self.metrics.record_rounds(&model.name, st.rounds);
-                    yield Ok(Event::Finished(Box::new(Final {
-                        message,
-                        finish_reason: reason,
-                        usage: st.usage.take(),
-                        rounds: st.rounds,
-                        round_limit: final_call,
-                        completion_rest,
-                        choice_rest,
-                    })));
-                    return;
-                }
-                let (client_calls, server_calls): (Vec<_>, Vec<_>) =
-                    calls.iter().partition(|c| st.passthrough || st.client_names.contains(&c.function.name));
-                let client_names: Vec<String> = st.client_names.iter().cloned().collect();
-                let needs_confirmation = |name: &str| {
-                    (self.settings.confirm.matches(name) && !turn.caller.confirm_allow.matches(name))
-                        || turn.caller.confirm_deny.matches(name)
-                };
-                let executor = Executor {
-                    tools: &st.tools,
-                    needs_confirmation: &needs_confirmation,
-                    client_tools: &client_names,
-                    max_output_bytes: self.settings.max_output_bytes,
-                    metrics: &self.metrics,
-                    audit: Audit { user: &turn.caller.user, model: &model.name, off_record: turn.off_record },
-                };
-                let results = executor.run(&server_calls).await;
-                // A round counts when lariat ran something; a passthrough round did not.
-                if !server_calls.is_empty() {
-                    st.rounds += 1;
-                }
+                let calls = message.tool_calls.as_deref().unwrap_or_default();
+                let client_calls: Vec<&ToolCall> =
+                    calls.iter().filter(|c| st.passthrough || st.client_names.contains(&c.function.name)).collect();
                 if !client_calls.is_empty() {
-                    if let Err(error) = self.suspend(&turn, &st, &message, &calls, &client_calls, results).await {
+                    if let Err(error) = self.suspend(&turn, &st, &message, &client_calls, results).await {
                         yield Err(error);
                         return;
                     }
                     for chunk in self.ending(&st, "tool_calls") {
                         yield Ok(Event::Chunk(rewrite(chunk)));
                     }
-                    message.tool_calls = Some(client_calls.into_iter().cloned().collect());
+                    let mut shown = message.clone();
+                    shown.tool_calls = Some(client_calls.into_iter().cloned().collect());
                     self.metrics.record_rounds(&model.name, st.rounds);
                     yield Ok(Event::Finished(Box::new(Final {
-                        message,
+                        message: shown,
                         finish_reason: "tool_calls".into(),
                         usage: st.usage.take(),
                         rounds: st.rounds,
                         round_limit: false,
                         completion_rest,
                         choice_rest,
+                        confirmation: None,
                     })));
                     return;
                 }
-                message.tool_calls = Some(calls);
+                let results = order_like(Some(&message), results);
                 st.messages.push(message);
                 st.messages.extend(results);
                 if prepare::forces_a_call(st.tool_choice.as_ref()) {
@@ -368,6 +508,73 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// One upstream call with the loop's current history; `no_tools` asks for words only.
+    async fn call(
+        &self,
+        model: &VirtualModel,
+        st: &mut LoopState,
+        no_tools: bool,
+    ) -> Result<(Reply, String, u32), ApiError> {
+        let tool_choice = if no_tools { Some(&*TOOL_CHOICE_NONE) } else { st.tool_choice.as_ref() };
+        let prompt = Prompt {
+            messages: &st.messages,
+            tools: if st.server_tools_on { st.tools.defs() } else { &[] },
+            client_tools: &st.client_defs,
+            tool_choice,
+            // The loop sums usage over rounds, so it asks for it; a transparent relay
+            // sends what the client sent (some servers refuse the field).
+            stream_options: match (st.client_streams, st.passthrough) {
+                (false, _) => None,
+                (true, true) => st.stream_options.as_ref(),
+                (true, false) => Some(&*UPSTREAM_STREAM_OPTIONS),
+            },
+            rest: &st.rest,
+        };
+        let answered = self.upstream.call(&model.chain, &mut st.route, &prompt, st.client_streams).await?;
+        st.limit = model.max_rounds.min(answered.target.max_rounds.unwrap_or(u32::MAX));
+        Ok((answered.reply, answered.target.label().to_owned(), answered.attempts))
+    }
+
+    /// An upstream reply as client chunks (when the client streams) and then the whole
+    /// round; a non-streamed reply to a non-streaming client is one `Done`.
+    fn consume<'a>(reply: Reply, st: &'a LoopState) -> impl Stream<Item = Relayed> + Send + 'a {
+        let chunks: ChunkStream = match reply {
+            Reply::Complete(completion) if !st.client_streams => {
+                let round = RoundResult::from_completion(completion, &st.client_names, st.passthrough);
+                let done = Relay { round, role_sent: false, has_content: false, finish_sent: false, failure: None };
+                return futures::stream::iter([Relayed::Done(Box::new(done))]).left_stream();
+            }
+            Reply::Stream(chunks) => chunks,
+            Reply::Complete(completion) => {
+                Box::pin(futures::stream::iter(completion.into_chunks(true).into_iter().map(Ok)))
+            }
+        };
+        let acc = StreamRound::new(&st.client_names, st.passthrough, st.role_sent, st.content_sent);
+        round::relay(chunks, acc).right_stream()
+    }
+
+    /// Books a finished upstream call: usage and token metrics, what the client has
+    /// seen so far; a stream cut after its start becomes the error it ends with.
+    fn account(&self, turn: &Turn, st: &mut LoopState, label: &str, relay: Relay) -> (RoundResult, Option<ApiError>) {
+        let Relay { round, role_sent, has_content, finish_sent, failure } = relay;
+        if st.client_streams {
+            st.role_sent = role_sent;
+            st.content_sent |= has_content;
+            st.finish_sent = finish_sent;
+        }
+        if let Some(u) = &round.usage {
+            self.metrics.record_tokens(
+                &turn.caller.user,
+                &turn.model.name,
+                label,
+                u.prompt_tokens,
+                u.completion_tokens,
+            );
+        }
+        st.usage = add_usage(st.usage.take(), round.usage.clone());
+        (round, failure.map(|failure| midstream(label, failure)))
     }
 
     /// The last chunks of a streamed response: the finish reason, then (if the client
@@ -392,8 +599,7 @@ impl Agent {
         turn: &Turn,
         st: &LoopState,
         message: &Message,
-        calls: &[crate::openai::ToolCall],
-        client_calls: &[&crate::openai::ToolCall],
+        client_calls: &[&ToolCall],
         results: Vec<Message>,
     ) -> Result<(), ApiError> {
         if results.is_empty() {
@@ -402,13 +608,11 @@ impl Agent {
         }
         let client_call_ids: Vec<String> = client_calls.iter().map(|c| c.id.clone()).collect();
         let Some(first) = client_call_ids.first() else { return Ok(()) };
-        let mut assistant = message.clone();
-        assistant.tool_calls = Some(calls.to_vec());
         let round = SuspendedRound {
             version: suspend::VERSION,
             key_id: turn.caller.key_id.clone(),
             model: turn.model.name.clone(),
-            assistant,
+            assistant: message.clone(),
             results,
             client_call_ids: client_call_ids.clone(),
             rounds: st.rounds,
@@ -418,8 +622,39 @@ impl Agent {
         self.store
             .put(&suspend::key(&turn.caller.key_id, first), bytes, self.settings.suspend_ttl)
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))
+            .map_err(unavailable)
     }
+}
+
+impl Final {
+    /// A one-message answer that called nothing.
+    fn plain(message: Message) -> Self {
+        Self {
+            message,
+            finish_reason: "stop".into(),
+            usage: None,
+            rounds: 0,
+            round_limit: false,
+            completion_rest: Map::new(),
+            choice_rest: Map::new(),
+            confirmation: None,
+        }
+    }
+}
+
+fn unavailable(error: StoreError) -> ApiError {
+    ApiError::Unavailable(error.to_string())
+}
+
+/// Tool results in the order of the assistant message's calls (models and some
+/// servers expect them so); results for unknown ids keep their place at the end.
+fn order_like(assistant: Option<&Message>, mut results: Vec<Message>) -> Vec<Message> {
+    let Some(calls) = assistant.and_then(|m| m.tool_calls.as_deref()) else { return results };
+    let position = |m: &Message| {
+        m.tool_call_id.as_deref().and_then(|id| calls.iter().position(|c| c.id == id)).unwrap_or(usize::MAX)
+    };
+    results.sort_by_key(position);
+    results
 }
 
 /// A failure after the stream started: the client sees it as an error event.

@@ -6,12 +6,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::openai::{
     ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCall, FunctionDelta, Message, Role, ToolCall, ToolCallDelta,
     Usage,
 };
+use crate::upstream::{ChunkStream, Failure};
 
 /// The loop's view of a finished round.
 #[derive(Debug)]
@@ -52,7 +54,7 @@ impl RoundResult {
     }
 }
 
-fn assistant(content: Value, tool_calls: Option<Vec<ToolCall>>) -> Message {
+pub fn assistant(content: Value, tool_calls: Option<Vec<ToolCall>>) -> Message {
     Message { role: Role::Assistant, content, tool_calls, tool_call_id: None, rest: Map::new() }
 }
 
@@ -262,6 +264,59 @@ fn argument_delta(index: u32, arguments: String) -> ToolCallDelta {
         id: None,
         kind: None,
         function: Some(FunctionDelta { name: None, arguments: Some(arguments) }),
+    }
+}
+
+/// What relaying an upstream stream produces: the client's chunks as they come, then
+/// the round as a whole (and the failure that cut it short, if one did).
+pub enum Relayed {
+    Chunk(ChatChunk),
+    Done(Box<Relay>),
+}
+
+pub struct Relay {
+    pub round: RoundResult,
+    pub role_sent: bool,
+    pub has_content: bool,
+    pub finish_sent: bool,
+    pub failure: Option<Failure>,
+}
+
+/// Feeds `chunks` through `acc`, yielding what the client may see, then `Done`.
+pub fn relay<'a>(mut chunks: ChunkStream, mut acc: StreamRound<'a>) -> impl Stream<Item = Relayed> + Send + 'a {
+    async_stream::stream! {
+        let mut failure = None;
+        while let Some(item) = chunks.next().await {
+            match item {
+                Ok(chunk) => {
+                    if let Some(out) = acc.push(chunk) {
+                        yield Relayed::Chunk(out);
+                    }
+                }
+                Err(cut) => {
+                    failure = Some(cut);
+                    break;
+                }
+            }
+        }
+        let (role_sent, has_content, finish_sent) = (acc.role_sent(), acc.has_content(), acc.finish_sent());
+        yield Relayed::Done(Box::new(Relay { round: acc.finish(), role_sent, has_content, finish_sent, failure }));
+    }
+}
+
+/// A chunk carrying `text` as content (and `role` when the response has not sent it).
+pub fn text_chunk(text: String, role: bool, extra: Map<String, Value>) -> ChatChunk {
+    ChatChunk {
+        id: String::new(),
+        model: String::new(),
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta: Delta { role: role.then_some(Role::Assistant), content: Some(text), tool_calls: None, rest: extra },
+            finish_reason: None,
+            rest: Map::new(),
+        }],
+        usage: None,
+        rest: chunk_object(),
     }
 }
 

@@ -27,7 +27,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::agent::{Agent, Settings};
+use crate::agent::{Agent, Gate, Settings};
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -59,14 +59,13 @@ impl AppState {
         let settings = Settings {
             max_output_bytes: config.tools.max_output_bytes,
             suspend_ttl: config.confirm.ttl,
-            confirm: config.confirm.tools.clone(),
+            gate: Gate::new(
+                config.confirm.tools.clone(),
+                config.confirm.ttl,
+                &config.confirm.yes_words,
+                &config.confirm.no_words,
+            ),
         };
-        if !config.confirm.tools.patterns().is_empty() {
-            tracing::warn!(
-                tools = ?config.confirm.tools.patterns(),
-                "confirm.tools is set but the confirmation gate is not built yet: those tools will not run"
-            );
-        }
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),
             agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings }),
