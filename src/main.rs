@@ -87,20 +87,17 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
-    if let Err(e) = Store::from_config(&config.store) {
-        eprintln!("{}: `store`: {e}", path.display());
-        return 1;
-    }
+    let mut problems = check_store(path, &config.store).await;
     let registry = match Registry::new(&config.tools) {
         Ok(registry) => registry,
         Err(e) => {
             eprintln!("{}: `tools`: {e}", path.display());
-            return 1;
+            return problems + 1;
         }
     };
     registry.start();
     let listed = tokio::time::timeout(std::time::Duration::from_secs(60), registry.wait_listed()).await;
-    let mut problems = usize::from(listed.is_err());
+    problems += usize::from(listed.is_err());
     for source in registry.mcp_sources() {
         let status = source.status();
         if matches!(status, mcp::Status::Ready { .. }) {
@@ -118,6 +115,32 @@ async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
         println!("  tools (admin): {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
     }
     problems
+}
+
+/// Builds the store and asks it to answer (Redis: connect and PING), so a wrong URL or
+/// password shows up here rather than on the first suspended request.
+async fn check_store(path: &std::path::Path, config: &lariat::config::Store) -> usize {
+    let store = match Store::from_config(config) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("{}: `store`: {e}", path.display());
+            return 1;
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), store.ping()).await {
+        Ok(Ok(())) => {
+            println!("store: {store}: ok");
+            0
+        }
+        Ok(Err(e)) => {
+            eprintln!("{}: `store`: {e}", path.display());
+            1
+        }
+        Err(_) => {
+            eprintln!("{}: `store`: {store} did not answer within 10 s", path.display());
+            1
+        }
+    }
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

@@ -642,8 +642,15 @@ impl Final {
     }
 }
 
+/// The client learns the store is down and that nothing ran; the operator's log gets
+/// the details (addresses stay out of responses).
 fn unavailable(error: StoreError) -> ApiError {
-    ApiError::Unavailable(error.to_string())
+    tracing::error!(%error, "the store failed; the request is refused");
+    ApiError::Unavailable(
+        "lariat's store for paused conversations is unreachable right now, so this request cannot be handled \
+         safely; nothing was run. Try again shortly."
+            .into(),
+    )
 }
 
 /// Tool results in the order of the assistant message's calls (models and some

@@ -4,17 +4,26 @@
 //! stores the same thing and a value written by one replica reads on another.
 //! `take` is atomic: a value is handed out at most once.
 
+mod memory;
+mod redis;
+
 use std::time::Duration;
 
-use moka::Expiry;
-use moka::future::Cache;
-
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
 use crate::config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the suspension store is unavailable: {0}")]
+    /// The backend cannot be reached or refused the command. The one error a request
+    /// can meet (callers answer 503). The message is a whole sentence naming the server
+    /// by host:port only ("the Redis store at 10.0.0.5:6379 is unreachable: ...").
+    #[error("{0}")]
     Unavailable(String),
+    /// The configuration cannot make a store (an unusable URL). Only `from_config`
+    /// returns it, at start-up or in `lariat check`.
+    #[error("the suspension store cannot be built: {0}")]
+    Config(String),
 }
 
 /// The configured backend. A closed enum rather than a trait object: the set of
@@ -22,15 +31,42 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+/// What `lariat check` and logs call it: `memory`, or `redis at host:port`.
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory(_) => f.write_str("memory"),
+            Self::Redis(r) => write!(f, "redis at {}", r.address()),
+        }
+    }
 }
 
 impl Store {
+    /// Builds the backend without connecting: lariat starts while Redis is down, and
+    /// requests that need the store fail with `Unavailable` until it is back.
     pub fn from_config(config: &config::Store) -> Result<Self, StoreError> {
         match config {
             config::Store::Memory { capacity } => Ok(Self::Memory(MemoryStore::new(*capacity))),
-            config::Store::Redis { .. } => {
-                Err(StoreError::Unavailable("the Redis store is not built yet; use kind = \"memory\"".into()))
-            }
+            config::Store::Redis { url, prefix } => Ok(Self::Redis(RedisStore::new(url, prefix)?)),
+        }
+    }
+
+    /// The backend's name as configured (`kind = "..."`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "memory",
+            Self::Redis(_) => "redis",
+        }
+    }
+
+    /// Checks that the backend answers (`lariat check`, diagnostics).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            Self::Redis(r) => r.ping().await,
         }
     }
 
@@ -41,54 +77,26 @@ impl Store {
                 m.put(key, value, ttl).await;
                 Ok(())
             }
+            Self::Redis(r) => r.put(key, value, ttl).await,
         }
     }
 
     /// Removes and returns the value under `key`, if it exists and has not expired.
+    /// Of concurrent takes of one key, at most one gets the value.
     pub async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::Memory(m) => Ok(m.take(key).await),
+            Self::Redis(r) => r.take(key).await,
         }
     }
-}
 
-/// An in-process store: bounded, with a TTL per entry.
-#[derive(Debug, Clone)]
-pub struct MemoryStore {
-    cache: Cache<String, Entry>,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    value: Vec<u8>,
-    ttl: Duration,
-    /// Validity is judged on tokio's clock (testable with paused time); moka's own
-    /// expiry only frees the memory.
-    deadline: tokio::time::Instant,
-}
-
-struct PerEntryTtl;
-
-impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, entry: &Entry, _created_at: std::time::Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
-}
-
-impl MemoryStore {
-    pub fn new(capacity: u64) -> Self {
-        Self { cache: Cache::builder().max_capacity(capacity).expire_after(PerEntryTtl).build() }
-    }
-
-    async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        let entry = Entry { value, ttl, deadline: tokio::time::Instant::now() + ttl };
-        self.cache.insert(key.to_owned(), entry).await;
-    }
-
-    async fn take(&self, key: &str) -> Option<Vec<u8>> {
-        // `remove` is atomic: of two concurrent takes, one gets the value.
-        let entry = self.cache.remove(key).await?;
-        (tokio::time::Instant::now() < entry.deadline).then_some(entry.value)
+    /// Returns the value under `key` without consuming it (for small markers such as
+    /// "already answered", which every later request may read).
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.get(key).await),
+            Self::Redis(r) => r.get(key).await,
+        }
     }
 }
 
@@ -112,8 +120,31 @@ mod tests {
         store.put("k", b"v".to_vec(), Duration::from_secs(60)).await.unwrap();
         store.put("j", b"w".to_vec(), Duration::from_secs(60)).await.unwrap();
         tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(store.get("j").await.unwrap(), Some(b"w".to_vec()));
         assert_eq!(store.take("j").await.unwrap(), Some(b"w".to_vec()));
         tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(store.get("k").await.unwrap(), None);
         assert_eq!(store.take("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn get_does_not_consume() {
+        let store = Store::Memory(MemoryStore::new(100));
+        store.put("k", b"v".to_vec(), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(store.get("k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.get("k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.take("k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.get("k").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn redis_is_built_without_connecting() {
+        // Nothing listens on port 1: building succeeds; using it fails clearly, fast.
+        let url = secrecy::SecretString::from("redis://:hunter2@127.0.0.1:1");
+        let store = Store::from_config(&config::Store::Redis { url, prefix: "lariat:".into() }).unwrap();
+        assert_eq!(store.kind(), "redis");
+        let err = store.get("k").await.unwrap_err().to_string();
+        assert!(err.contains("127.0.0.1:1 is unreachable: connection refused"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -131,14 +131,15 @@ fn version_flag_prints_the_version() {
 }
 
 /// A lariat child process on a free loopback port, its stderr captured.
-struct Child {
+pub struct Child {
     process: std::process::Child,
-    url: String,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
     _config: tempfile::NamedTempFile,
 }
 
 impl Child {
-    async fn start(config_text: &str, log_format: &str) -> Self {
+    pub async fn start(config_text: &str, log_format: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = temp_config(&config_text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
         let mut process = lariat_bin()
@@ -161,12 +162,12 @@ impl Child {
         panic!("lariat did not start: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    fn terminate(&self) {
+    pub fn terminate(&self) {
         let status = Command::new("kill").args(["-TERM", &self.process.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
-    fn wait(self) -> (std::process::ExitStatus, String) {
+    pub fn wait(self) -> (std::process::ExitStatus, String) {
         let out = self.process.wait_with_output().unwrap();
         (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
     }

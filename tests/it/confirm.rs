@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cli::Child;
 use crate::harness::*;
+use crate::redis_server::RedisServer;
 use crate::tools::{CAROL, agent_config, ask, tool_results};
 
 const DAVE: &str = "sk-dave-0123456789";
@@ -350,4 +352,165 @@ async fn a_failed_phrasing_call_falls_back_to_the_template() {
     assert!(text.starts_with("I need your confirmation before I run `echo`."), "{text}");
     assert!(text.contains("[lariat:confirm:"), "{text}");
     assert!(tools.hits("/echo").is_empty());
+}
+
+/// A round that holds a server call and also calls a client tool: after the "yes"
+/// the server call runs and the client gets its call, as in any suspended round.
+#[tokio::test]
+async fn a_round_with_held_and_client_calls_hands_out_the_client_call_after_yes() {
+    let (mock, tools, lariat) = setup_gate(900).await;
+    let client_tool =
+        json!([{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]);
+    mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text":"hi"}"#), ("up_2", "web_search", r#"{"q":"x"}"#)]));
+    mock.push(Reply::text("Echo and search?"));
+    let first = json!({"model": "agent", "tools": client_tool, "messages": [{"role": "user", "content": "go"}]});
+    let question: Value = lariat.chat(first).await.json().await.unwrap();
+    assert_eq!(question["choices"][0]["message"]["lariat"]["confirmation"]["tools"], json!(["echo"]));
+    assert!(question["choices"][0]["message"].get("tool_calls").is_none());
+
+    let yes = json!({"model": "agent", "tools": client_tool, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": content(&question)},
+        {"role": "user", "content": "yes"}
+    ]});
+    let handed: Value = lariat.chat(yes).await.json().await.unwrap();
+    assert_eq!(tools.hits("/echo").len(), 1);
+    assert_eq!(handed["choices"][0]["finish_reason"], "tool_calls");
+    let calls = handed["choices"][0]["message"]["tool_calls"].as_array().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["function"]["name"], "web_search");
+
+    mock.push(Reply::text("All done."));
+    let back = json!({"model": "agent", "tools": client_tool, "messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": null, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "search result"}
+    ]});
+    let done: Value = lariat.chat(back).await.json().await.unwrap();
+    assert_eq!(content(&done), "All done.");
+    let results = tool_results(&mock.last_body());
+    assert_eq!(results.len(), 2, "the echo result was restored next to the client's: {results:?}");
+    assert_eq!(results[0].0, "up_1");
+    assert_eq!(results[1].1, "search result");
+}
+
+// --- Shared store: Redis -------------------------------------------------------
+
+fn redis_store(redis: &RedisServer, prefix: &str) -> String {
+    format!("[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"{prefix}\"", redis.url())
+}
+
+/// Two lariat processes behind one Redis: the question is asked by one replica and
+/// the "yes" lands on the other, as behind a load balancer.
+#[tokio::test]
+async fn a_confirmation_made_on_one_replica_is_approved_on_another() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}",
+        gate_config(&mock, &tools, 900, &redis_store(&redis, "it-replicas:"))
+    );
+    let (a, b) = tokio::join!(Child::start(&config, "json"), Child::start(&config, "json"));
+    let post = |url: &str, body: &Value| {
+        client().post(format!("{url}/v1/chat/completions")).bearer_auth(ALICE).json(body).send()
+    };
+
+    mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
+    mock.push(Reply::text("Echo hi?"));
+    let question: Value = post(&a.url, &ask("echo hi")).await.unwrap().json().await.unwrap();
+    assert!(content(&question).contains("[lariat:confirm:"), "{question}");
+
+    mock.push(Reply::text("Echoed on b."));
+    let answer: Value = post(&b.url, &reply_to(&question, "yes")).await.unwrap().json().await.unwrap();
+    assert_eq!(content(&answer), "Echoed on b.");
+    assert_eq!(tools.hits("/echo").len(), 1);
+
+    // The replay on the first replica finds it answered: consumed for every replica.
+    let replay: Value = post(&a.url, &reply_to(&question, "yes")).await.unwrap().json().await.unwrap();
+    assert!(content(&replay).contains("already answered"), "{replay}");
+    assert_eq!(tools.hits("/echo").len(), 1);
+
+    a.terminate();
+    b.terminate();
+    let ((_, logs_a), (_, logs_b)) = (a.wait(), b.wait());
+    let audit = |logs: &str, outcome: &str| {
+        logs.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|l| {
+            l["target"] == "lariat::audit"
+                && l["event"] == "confirmation"
+                && l["outcome"] == outcome
+                && l["user"] == "alice"
+                && l["tool"] == "echo"
+        })
+    };
+    assert!(audit(&logs_a, "created"), "replica a audits the question:\n{logs_a}");
+    assert!(audit(&logs_b, "approved"), "replica b audits the approval:\n{logs_b}");
+}
+
+#[tokio::test]
+async fn a_redis_outage_gives_clear_errors_and_lariat_recovers() {
+    let Some(mut redis) = RedisServer::start_with_password("hunter2-redis").await else { return };
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let lariat = Lariat::start(&gate_config(&mock, &tools, 900, &redis_store(&redis, "it-outage:"))).await;
+    let (question, _) = held(&lariat, &mock, ALICE, "Echo hi?").await;
+
+    redis.stop();
+    // The approval cannot be checked: a 503, never a run and never a fake "done".
+    let error = expect_error(lariat.chat(reply_to(&question, "yes")).await, 503, "unavailable").await;
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("store") && message.contains("nothing was run"), "{message}");
+    assert!(!message.contains("hunter2-redis"), "the Redis password leaked: {message}");
+    assert!(!message.contains(&redis.address()), "internal addresses stay out of responses: {message}");
+    // A new question cannot be stored either: the held call does not run.
+    mock.push(Reply::tool_calls(&[("up_2", "echo", "{}")]));
+    expect_error(lariat.chat(ask("echo again")).await, 503, "unavailable").await;
+    assert!(tools.hits("/echo").is_empty());
+    // Requests that need no store are unaffected.
+    mock.push(Reply::text("plain answer"));
+    let plain: Value = lariat.chat(ask("hello")).await.json().await.unwrap();
+    assert_eq!(content(&plain), "plain answer");
+
+    redis.restart().await;
+    // The restarted Redis lost the old checkpoint: the old "yes" is told so…
+    let expired: Value = lariat.chat(reply_to(&question, "yes")).await.json().await.unwrap();
+    assert!(content(&expired).contains("expired"), "{expired}");
+    // …and a new confirmation works end to end without restarting lariat.
+    let (question, _) = held(&lariat, &mock, ALICE, "Echo hi?").await;
+    mock.push(Reply::text("Done."));
+    let done: Value = lariat.chat(reply_to(&question, "yes")).await.json().await.unwrap();
+    assert_eq!(content(&done), "Done.");
+    assert_eq!(tools.hits("/echo").len(), 1);
+}
+
+/// The suspension of client tools (SPEC §2) shares the Redis store across replicas.
+#[tokio::test]
+async fn a_client_tool_round_resumes_through_redis_on_another_instance() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let config = gate_config(&mock, &tools, 900, &redis_store(&redis, "it-suspend:"));
+    let (a, b) = (Lariat::start(&config).await, Lariat::start(&config).await);
+    let client_tool =
+        json!([{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]);
+    mock.push(Reply::tool_calls(&[("up_1", "slow_a", "{}"), ("up_2", "web_search", r#"{"q":"x"}"#)]));
+    let first: Value = a
+        .chat(json!({"model": "agent", "tools": client_tool, "messages": [{"role": "user", "content": "search"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let call = first["choices"][0]["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "web_search");
+    mock.push(Reply::text("Found it."));
+    let body = json!({"model": "agent", "tools": client_tool, "messages": [
+        {"role": "user", "content": "search"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "result x"}
+    ]});
+    let done: Value = b.chat(body).await.json().await.unwrap();
+    assert_eq!(content(&done), "Found it.");
+    let ids: Vec<String> = tool_results(&mock.last_body()).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["up_1".to_owned(), call["id"].as_str().unwrap().to_owned()], "b restored a's server result");
+    assert_eq!(tools.hits("/slow").len(), 1);
 }
