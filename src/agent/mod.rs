@@ -408,67 +408,13 @@ impl Agent {
                                 return;
                             }
                         };
-                        // Ask the model to phrase the question, with placeholders for the
-                        // held calls, then add the footer with the marker.
-                        let depth = st.messages.len();
-                        st.messages.push(checkpoint.assistant.clone());
-                        st.messages.extend(order_like(Some(&checkpoint.assistant), checkpoint.results.iter().cloned().chain(
-                            checkpoint.held.iter().map(|c| execute::tool_result(&c.id, confirm::PLACEHOLDER.into()))).collect()));
-                        let asked = self.call(&model, &mut st, true).await;
-                        let mut words = String::new();
-                        let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
-                        if let Ok((reply, label, _)) = asked {
-                            let mut consumed = None;
-                            {
-                                let mut relayed = std::pin::pin!(Self::consume(reply, &st));
-                                while let Some(item) = relayed.next().await {
-                                    match item {
-                                        Relayed::Chunk(chunk) => yield Ok(Event::Chunk(rewrite(chunk))),
-                                        Relayed::Done(done) => consumed = Some(done),
-                                    }
-                                }
-                            }
-                            if let Some(done) = consumed {
-                                let (round, cut) = self.account(&turn, &mut st, &label, *done);
-                                if let Some(error) = cut {
-                                    tracing::warn!(%error, "the confirmation question was cut short; adding the footer to what arrived");
-                                }
-                                words = match round.message.content { Value::String(text) => text, _ => String::new() };
-                                (completion_rest, choice_rest) = (round.completion_rest, round.choice_rest);
-                            }
-                        } else if let Err(error) = asked {
-                            tracing::warn!(%error, "the upstream could not phrase the confirmation question; using the template");
+                        let mut asking = std::pin::pin!(self.ask(&model, &turn, &mut st, checkpoint));
+                        while let Some(event) = asking.next().await {
+                            yield Ok(match event {
+                                Event::Chunk(chunk) => Event::Chunk(rewrite(chunk)),
+                                other => other,
+                            });
                         }
-                        st.messages.truncate(depth);
-                        let mut visible = String::new();
-                        if words.trim().is_empty() {
-                            words = confirm::template(&checkpoint.held);
-                            visible = if st.content_sent { format!("\n\n{words}") } else { words.clone() };
-                        }
-                        let footer = confirm::footer(&checkpoint.held, &checkpoint.id, self.settings.gate.ttl);
-                        visible.push_str(&footer);
-                        let summary = json!({"confirmation": confirm::summary(&checkpoint)});
-                        if st.client_streams {
-                            let extra = Map::from_iter([("lariat".to_owned(), summary.clone())]);
-                            yield Ok(Event::Chunk(rewrite(round::text_chunk(visible, !st.role_sent, extra))));
-                            st.role_sent = true;
-                        }
-                        for chunk in self.ending(&st, "stop") {
-                            yield Ok(Event::Chunk(rewrite(chunk)));
-                        }
-                        self.metrics.record_rounds(&model.name, st.rounds);
-                        let mut message = round::assistant(Value::String(words + &footer), None);
-                        message.rest.insert("lariat".into(), summary);
-                        yield Ok(Event::Finished(Box::new(Final {
-                            message,
-                            finish_reason: "stop".into(),
-                            usage: st.usage.take(),
-                            rounds: st.rounds,
-                            round_limit: false,
-                            completion_rest,
-                            choice_rest,
-                            confirmation: Some(checkpoint.id),
-                        })));
                         return;
                     }
                     message.tool_calls = Some(calls);

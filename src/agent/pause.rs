@@ -2,11 +2,14 @@
 //! into the store, the human's reply takes it out (once), and a reply that finds
 //! nothing is told what happened.
 
+use futures::{Stream, StreamExt};
 use jiff::Timestamp;
+use serde_json::{Map, Value, json};
 
 use super::confirm::{self, Checkpoint, RequestParams, Structured, Trace, TraceState, Verdict};
-use super::{Agent, LoopState, Start, Turn, unavailable};
+use super::{Agent, Event, Final, LoopState, Relayed, Start, Turn, execute, order_like, round, unavailable};
 use crate::auth::Caller;
+use crate::config::VirtualModel;
 use crate::error::ApiError;
 use crate::openai::{Message, ToolCall};
 
@@ -74,6 +77,83 @@ impl Agent {
             );
         }
         Ok(checkpoint)
+    }
+
+    /// Asks the human: the model phrases the question (seeing placeholders for the
+    /// held calls, and told to call nothing), then the footer with the marker. If
+    /// the model cannot be reached a template stands in: the question is asked either
+    /// way, since the checkpoint is already stored. Chunks come out unrewritten.
+    pub(super) fn ask<'a>(
+        &'a self,
+        model: &'a VirtualModel,
+        turn: &'a Turn,
+        st: &'a mut LoopState,
+        checkpoint: Checkpoint,
+    ) -> impl Stream<Item = Event> + Send + 'a {
+        async_stream::stream! {
+            let depth = st.messages.len();
+            let placeholders = checkpoint.held.iter().map(|c| execute::tool_result(&c.id, confirm::PLACEHOLDER.into()));
+            let results = order_like(Some(&checkpoint.assistant), checkpoint.results.iter().cloned().chain(placeholders).collect());
+            st.messages.push(checkpoint.assistant.clone());
+            st.messages.extend(results);
+            let mut words = String::new();
+            let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
+            match self.call(model, st, true).await {
+                Ok((reply, label, _)) => {
+                    let mut consumed = None;
+                    {
+                        let mut relayed = std::pin::pin!(Self::consume(reply, st));
+                        while let Some(item) = relayed.next().await {
+                            match item {
+                                Relayed::Chunk(chunk) => yield Event::Chunk(chunk),
+                                Relayed::Done(done) => consumed = Some(done),
+                            }
+                        }
+                    }
+                    if let Some(done) = consumed {
+                        let (round, cut) = self.account(turn, st, &label, *done);
+                        if let Some(error) = cut {
+                            tracing::warn!(%error, "the confirmation question was cut short; adding the footer to what arrived");
+                        }
+                        if let Value::String(text) = round.message.content {
+                            words = text;
+                        }
+                        (completion_rest, choice_rest) = (round.completion_rest, round.choice_rest);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "the upstream could not phrase the confirmation question; using the template"),
+            }
+            st.messages.truncate(depth);
+            let mut visible = String::new();
+            if words.trim().is_empty() {
+                words = confirm::template(&checkpoint.held);
+                visible = if st.content_sent { format!("\n\n{words}") } else { words.clone() };
+            }
+            let footer = confirm::footer(&checkpoint.held, &checkpoint.id, self.settings.gate.ttl);
+            visible.push_str(&footer);
+            let summary = json!({"confirmation": confirm::summary(&checkpoint)});
+            if st.client_streams {
+                let extra = Map::from_iter([("lariat".to_owned(), summary.clone())]);
+                yield Event::Chunk(round::text_chunk(visible, !st.role_sent, extra));
+                st.role_sent = true;
+            }
+            for chunk in self.ending(st, "stop") {
+                yield Event::Chunk(chunk);
+            }
+            self.metrics.record_rounds(&model.name, st.rounds);
+            let mut message = round::assistant(Value::String(words + &footer), None);
+            message.rest.insert("lariat".into(), summary);
+            yield Event::Finished(Box::new(Final {
+                message,
+                finish_reason: "stop".into(),
+                usage: st.usage.take(),
+                rounds: st.rounds,
+                round_limit: false,
+                completion_rest,
+                choice_rest,
+                confirmation: Some(checkpoint.id),
+            }));
+        }
     }
 
     /// If the request answers a confirmation question: how the loop starts — resumed
