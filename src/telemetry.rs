@@ -88,6 +88,13 @@ struct ConfirmationLabels {
     event: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CompactionLabels {
+    model: String,
+    target: String,
+    result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -104,6 +111,7 @@ pub struct Metrics {
     tool_latency: HistogramFamily<ToolNameLabels>,
     rounds: HistogramFamily<ModelLabels>,
     confirmations: Family<ConfirmationLabels, Counter>,
+    compactions: Family<CompactionLabels, Counter>,
     active_streams: Gauge,
 }
 
@@ -129,6 +137,7 @@ impl Default for Metrics {
         let tool_latency: HistogramFamily<ToolNameLabels> = Family::new_with_constructor(latency_histogram);
         let rounds: HistogramFamily<ModelLabels> = Family::new_with_constructor(rounds_histogram);
         let confirmations = Family::default();
+        let compactions = Family::default();
         let active_streams = Gauge::default();
         registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
         registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
@@ -149,6 +158,11 @@ impl Default for Metrics {
             "Confirmations by tool and event (created, approved, denied, expired)",
             confirmations.clone(),
         );
+        registry.register(
+            "compactions",
+            "Compactions before upstream calls by model, target and result (compacted, tighter, overflow)",
+            compactions.clone(),
+        );
         registry.register("active_streams", "SSE responses currently open", active_streams.clone());
         Self {
             registry,
@@ -163,6 +177,7 @@ impl Default for Metrics {
             tool_latency,
             rounds,
             confirmations,
+            compactions,
             active_streams,
         }
     }
@@ -210,6 +225,10 @@ impl Metrics {
 
     pub fn record_confirmation(&self, tool: &str, event: &'static str) {
         self.confirmations.get_or_create(&ConfirmationLabels { tool: tool.into(), event }).inc();
+    }
+
+    pub fn record_compaction(&self, model: &str, target: &str, result: &'static str) {
+        self.compactions.get_or_create(&CompactionLabels { model: model.into(), target: target.into(), result }).inc();
     }
 
     /// Counts an open stream until the returned guard is dropped.

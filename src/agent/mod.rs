@@ -8,6 +8,7 @@
 
 mod confirm;
 mod execute;
+mod fit;
 mod pause;
 mod prepare;
 mod round;
@@ -28,10 +29,12 @@ use crate::openai::{ChatChunk, ChatCompletion, ChatRequest, Choice, Message, Str
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::tools::{Registry, ToolSet};
-use crate::upstream::{Attempt, ChunkStream, Failure, Prompt, Reply, Route, Upstream};
+use crate::compact::Compactor;
+use crate::upstream::{Attempt, ChunkStream, Failure, Params, Reply, Route, Upstream};
 pub use confirm::Gate;
 use confirm::Verdict;
 use execute::{Audit, Executor};
+use fit::Fitting;
 use pause::Resume;
 use round::{Relay, Relayed, RoundResult, StreamRound};
 use suspend::SuspendedRound;
@@ -57,6 +60,7 @@ pub struct Settings {
     pub suspend_ttl: Duration,
     /// Which calls wait for a human "yes", and how the answer is read.
     pub gate: Gate,
+    pub compaction: crate::config::Compaction,
 }
 
 /// One client request, authenticated and resolved.
@@ -120,6 +124,8 @@ enum Start {
 struct LoopState {
     start: Start,
     messages: Vec<Message>,
+    /// Fits `messages` into each target's budget; remembers counts across rounds.
+    compactor: Compactor,
     tools: Arc<ToolSet>,
     server_tools_on: bool,
     /// No server tools: lariat relays rounds as they are and runs nothing itself.
@@ -201,6 +207,7 @@ impl Agent {
         let mut st = LoopState {
             start: Start::Fresh,
             messages: std::mem::take(&mut request.messages),
+            compactor: Compactor::new(self.settings.compaction.policy.clone()),
             server_tools_on: !tools.is_empty(),
             passthrough: tools.is_empty(),
             client_names: prepare::client_tools(request.tools.as_deref(), &tools)?,
@@ -464,9 +471,9 @@ impl Agent {
         no_tools: bool,
     ) -> Result<(Reply, String, u32), ApiError> {
         let tool_choice = if no_tools { Some(&*TOOL_CHOICE_NONE) } else { st.tool_choice.as_ref() };
-        let prompt = Prompt {
-            messages: &st.messages,
-            tools: if st.server_tools_on { st.tools.defs() } else { &[] },
+        let tools = if st.server_tools_on { st.tools.defs() } else { &[] };
+        let params = Params {
+            tools,
             client_tools: &st.client_defs,
             tool_choice,
             // The loop sums usage over rounds, so it asks for it; a transparent relay
@@ -478,7 +485,17 @@ impl Agent {
             },
             rest: &st.rest,
         };
-        let answered = self.upstream.call(&model.chain, &mut st.route, &prompt, st.client_streams).await?;
+        let mut history = Fitting {
+            messages: &mut st.messages,
+            compactor: &mut st.compactor,
+            tools: [tools, &st.client_defs],
+            rest: &st.rest,
+            settings: &self.settings.compaction,
+            metrics: &self.metrics,
+            model: &model.name,
+        };
+        let answered =
+            self.upstream.call(&model.chain, &mut st.route, &mut history, &params, st.client_streams).await?;
         st.limit = model.max_rounds.min(answered.target.max_rounds.unwrap_or(u32::MAX));
         Ok((answered.reply, answered.target.label().to_owned(), answered.attempts))
     }

@@ -31,6 +31,16 @@ pub struct Config {
     pub store: Store,
     pub keys: Vec<Key>,
     pub upstream: UpstreamPolicy,
+    pub compaction: Compaction,
+}
+
+/// How upstream calls are kept inside their targets' context budgets.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    pub enabled: bool,
+    pub policy: crate::compact::Policy,
+    /// For chain entries without `context_window`.
+    pub default_window: Option<u32>,
 }
 
 /// How chain walks retry, back off and cool targets down.

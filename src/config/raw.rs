@@ -24,6 +24,43 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
     #[serde(default)]
     pub upstream: RawUpstream,
+    #[serde(default)]
+    pub compaction: RawCompaction,
+}
+
+/// Fitting every upstream call into its target's context budget (SPEC §6).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCompaction {
+    pub enabled: bool,
+    /// Share of the context window a prompt may use.
+    pub ratio: f64,
+    /// Most recent tool results left intact by the first step.
+    pub keep_recent: usize,
+    /// Older tool results are cut to this many characters.
+    pub head_chars: usize,
+    /// Recent tool results are cut to this many characters when the first step is not enough.
+    pub recent_cap_chars: usize,
+    /// Tokens kept for the reply when the request sets no `max_tokens`.
+    pub reply_reserve: usize,
+    /// Window assumed for chain entries without `context_window` (0: none; such
+    /// targets are compacted only after they refuse a prompt as too long).
+    pub default_context_window: u32,
+}
+
+impl Default for RawCompaction {
+    fn default() -> Self {
+        let policy = crate::compact::Policy::default();
+        Self {
+            enabled: true,
+            ratio: policy.ratio,
+            keep_recent: policy.keep_recent,
+            head_chars: policy.head_chars,
+            recent_cap_chars: policy.recent_cap_chars,
+            reply_reserve: policy.reply_reserve,
+            default_context_window: 0,
+        }
+    }
 }
 
 /// Retry, backoff and cool-down policy shared by every chain walk.

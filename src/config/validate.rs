@@ -109,6 +109,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
     let mut c = Checker { errors: Vec::new() };
     let server = server(&mut c, raw.server, raw.keys.is_empty());
     let upstream = upstream_policy(&mut c, &raw.upstream);
+    let compaction = compaction(&mut c, &raw.compaction);
     let retries = raw.upstream.retries;
     let providers: BTreeMap<_, _> = raw
         .providers
@@ -133,7 +134,18 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
         c.err("models", "no virtual models are defined; add a [models.<name>] section with a chain");
     }
     if c.errors.is_empty() {
-        Ok(Config { path: path.to_owned(), server, providers, models, tools, confirm, store, keys, upstream })
+        Ok(Config {
+            path: path.to_owned(),
+            server,
+            providers,
+            models,
+            tools,
+            confirm,
+            store,
+            keys,
+            upstream,
+            compaction,
+        })
     } else {
         Err(c.errors)
     }
@@ -191,6 +203,26 @@ fn upstream_policy(c: &mut Checker, u: &raw::RawUpstream) -> UpstreamPolicy {
         c.err("upstream.backoff_max_s", "must not be smaller than backoff_base_s");
     }
     policy
+}
+
+fn compaction(c: &mut Checker, raw: &raw::RawCompaction) -> Compaction {
+    if !(raw.ratio > 0.0 && raw.ratio <= 1.0) {
+        c.err("compaction.ratio", "must be above 0 and at most 1");
+    }
+    if raw.recent_cap_chars < raw.head_chars {
+        c.err("compaction.recent_cap_chars", "must not be smaller than head_chars");
+    }
+    Compaction {
+        enabled: raw.enabled,
+        policy: crate::compact::Policy {
+            keep_recent: raw.keep_recent,
+            head_chars: raw.head_chars,
+            recent_cap_chars: raw.recent_cap_chars,
+            ratio: raw.ratio.clamp(f64::MIN_POSITIVE, 1.0),
+            reply_reserve: raw.reply_reserve,
+        },
+        default_window: (raw.default_context_window > 0).then_some(raw.default_context_window),
+    }
 }
 
 fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32) -> Provider {

@@ -65,6 +65,7 @@ impl AppState {
                 &config.confirm.yes_words,
                 &config.confirm.no_words,
             ),
+            compaction: config.compaction.clone(),
         };
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),

@@ -122,10 +122,10 @@ struct Outgoing<'a> {
 
 impl Serialize for Outgoing<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let p = self.prompt;
+        let (messages, p) = (self.prompt.messages, self.prompt.params);
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("model", self.model)?;
-        map.serialize_entry("messages", p.messages)?;
+        map.serialize_entry("messages", messages)?;
         map.serialize_entry("stream", &self.stream)?;
         if self.stream
             && let Some(options) = p.stream_options

@@ -24,6 +24,9 @@ pub enum Failure {
     InvalidBody(String),
     #[error("stream failed: {0}")]
     Stream(String),
+    /// Not sent: even compacted, the prompt does not fit this target's budget.
+    #[error("not sent: {0}")]
+    TooLong(String),
 }
 
 impl Failure {
@@ -32,7 +35,7 @@ impl Failure {
         match self {
             Self::Connect(_) | Self::Timeout { .. } => true,
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            Self::InvalidBody(_) | Self::Stream(_) => false,
+            Self::InvalidBody(_) | Self::Stream(_) | Self::TooLong(_) => false,
         }
     }
 
@@ -44,6 +47,9 @@ impl Failure {
 
     /// The prompt does not fit the target's window (compaction or a larger target helps).
     pub fn is_context_length(&self) -> bool {
+        if matches!(self, Self::TooLong(_)) {
+            return true;
+        }
         let Self::Status { status: 400 | 413 | 422, message, code, .. } = self else { return false };
         if code.as_deref() == Some("context_length_exceeded") {
             return true;
@@ -88,6 +94,7 @@ impl Failure {
             Self::Status { .. } => "server_error",
             Self::InvalidBody(_) => "invalid_body",
             Self::Stream(_) => "stream",
+            Self::TooLong(_) => "too_long",
         }
     }
 

@@ -42,10 +42,9 @@ pub struct Answered {
     pub attempts: u32,
 }
 
-/// What one upstream round sends, borrowed from the loop's state.
+/// What one upstream call sends besides the conversation, borrowed from the loop.
 #[derive(Debug, Clone, Copy)]
-pub struct Prompt<'a> {
-    pub messages: &'a [Message],
+pub struct Params<'a> {
     /// Server tools; sent together with `client_tools` (both empty: no `tools` field).
     pub tools: &'a [ToolDef],
     pub client_tools: &'a [ToolDef],
@@ -55,17 +54,47 @@ pub struct Prompt<'a> {
     pub rest: &'a Map<String, Value>,
 }
 
-impl<'a> Prompt<'a> {
+impl<'a> Params<'a> {
     /// The client's request as is.
     pub fn from_request(request: &'a ChatRequest) -> Self {
         Self {
-            messages: &request.messages,
             tools: &[],
             client_tools: request.tools.as_deref().unwrap_or_default(),
             tool_choice: request.tool_choice.as_ref(),
             stream_options: request.stream_options.as_ref(),
             rest: &request.rest,
         }
+    }
+}
+
+/// One upstream request: the conversation as fitted to the target, and the rest.
+#[derive(Debug, Clone, Copy)]
+pub struct Prompt<'a> {
+    pub messages: &'a [Message],
+    pub params: &'a Params<'a>,
+}
+
+/// The conversation of one upstream call. Before each target is tried it is made to
+/// fit that target (a backup with a smaller window gets its own compaction), and
+/// once more, tighter, when a target refuses it as too long.
+pub trait History: Send {
+    fn messages(&self) -> &[Message];
+
+    /// Makes the conversation fit `target`; `tighter` after `target` said it is too
+    /// long. `Ok(changed)`; `Err` says why it cannot fit: the target is skipped.
+    fn fit(&mut self, target: &ChainEntry, tighter: bool) -> Result<bool, String>;
+}
+
+/// A conversation sent as it is, whatever the target.
+pub struct Fixed<'a>(pub &'a [Message]);
+
+impl History for Fixed<'_> {
+    fn messages(&self) -> &[Message] {
+        self.0
+    }
+
+    fn fit(&mut self, _target: &ChainEntry, _tighter: bool) -> Result<bool, String> {
+        Ok(false)
     }
 }
 
@@ -139,13 +168,15 @@ impl Upstream {
         })
     }
 
-    /// One upstream round for `request` on `chain`. `stream` asks the upstream to stream.
+    /// One upstream round of `history` and `params` on `chain`. `stream` asks the
+    /// upstream to stream.
     #[tracing::instrument(skip_all, fields(stream))]
     pub async fn call(
         &self,
         chain: &[ChainEntry],
         route: &mut Route,
-        prompt: &Prompt<'_>,
+        history: &mut dyn History,
+        params: &Params<'_>,
         stream: bool,
     ) -> Result<Answered, ApiError> {
         let labels: Vec<&str> = chain.iter().map(ChainEntry::label).collect();
@@ -165,7 +196,14 @@ impl Upstream {
             if self.health.is_cooling(label) {
                 tracing::info!(target = label, "every healthier target failed; trying one that is cooling down");
             }
-            match self.walk_target(entry, label, prompt, stream, &mut attempts).await {
+            if let Err(why) = history.fit(entry, false) {
+                // Not the target's fault: no cool-down, only a larger window can help.
+                attempts.push(Attempt { target: label.to_owned(), failure: Failure::TooLong(why) });
+                needs_window = Some(entry.context_window.unwrap_or(0));
+                previous = Some(label);
+                continue;
+            }
+            match self.walk_target(entry, label, history, params, stream, &mut attempts).await {
                 TargetOutcome::Answered(reply) => {
                     self.health.succeeded(label);
                     route.sticky = Some(index);
@@ -194,12 +232,14 @@ impl Upstream {
         Err(into_api_error(attempts))
     }
 
-    /// Tries one target, retrying what is worth retrying.
+    /// Tries one target, retrying what is worth retrying. A prompt the target finds
+    /// too long is compacted tighter and sent once more before the walk moves on.
     async fn walk_target(
         &self,
         entry: &ChainEntry,
         label: &str,
-        prompt: &Prompt<'_>,
+        history: &mut dyn History,
+        params: &Params<'_>,
         stream: bool,
         attempts: &mut Vec<Attempt>,
     ) -> TargetOutcome {
@@ -208,18 +248,14 @@ impl Upstream {
             attempts.push(Attempt { target: label.to_owned(), failure: Failure::Connect("no HTTP client".into()) });
             return TargetOutcome::Failed;
         };
-        for retry in 0..=entry.retries {
+        let (mut retry, mut tightened) = (0, false);
+        loop {
             let started = Instant::now();
-            let failure = match exchange::exchange(
-                &endpoint.client,
-                endpoint.url.clone(),
-                entry,
-                prompt,
-                stream,
-                self.max_event_bytes,
-            )
-            .await
-            {
+            let prompt = Prompt { messages: history.messages(), params };
+            let result =
+                exchange::exchange(&endpoint.client, endpoint.url.clone(), entry, &prompt, stream, self.max_event_bytes)
+                    .await;
+            let failure = match result {
                 Ok(reply) => {
                     self.metrics.record_attempt(label, "ok");
                     self.metrics.record_first_token(label, started.elapsed());
@@ -229,11 +265,27 @@ impl Upstream {
             };
             self.metrics.record_attempt(label, failure.reason());
             tracing::warn!(target = label, retry, reason = failure.reason(), error = %failure, "upstream attempt failed");
+            if failure.is_context_length() {
+                attempts.push(Attempt { target: label.to_owned(), failure });
+                if tightened {
+                    return TargetOutcome::ContextLength;
+                }
+                tightened = true;
+                match history.fit(entry, true) {
+                    Ok(true) => {}
+                    // Sending the same prompt again would get the same answer.
+                    Ok(false) => return TargetOutcome::ContextLength,
+                    Err(why) => {
+                        attempts.push(Attempt { target: label.to_owned(), failure: Failure::TooLong(why) });
+                        return TargetOutcome::ContextLength;
+                    }
+                }
+                tracing::info!(target = label, "the target found the prompt too long; compacted tighter, trying once more");
+                continue;
+            }
             let delay = self.retry_delay(&failure, retry);
             let outcome = if failure.is_client_fault() {
                 Some(TargetOutcome::ClientFault)
-            } else if failure.is_context_length() {
-                Some(TargetOutcome::ContextLength)
             } else if retry == entry.retries || delay.is_none() {
                 Some(TargetOutcome::Failed)
             } else {
@@ -245,8 +297,8 @@ impl Upstream {
                 (None, Some(delay)) => tokio::time::sleep(delay).await,
                 (None, None) => return TargetOutcome::Failed,
             }
+            retry += 1;
         }
-        TargetOutcome::Failed
     }
 
     /// How long to wait before retrying the same target, or `None` to move on: the

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lariat::config::Config;
 use lariat::openai::ChatRequest;
 use lariat::telemetry::Metrics;
-use lariat::upstream::{Prompt, Reply as UpstreamReply, Route, Upstream};
+use lariat::upstream::{Fixed, Params, Reply as UpstreamReply, Route, Upstream};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -296,20 +296,20 @@ async fn a_request_sticks_to_the_target_that_answered() {
     let upstream = Upstream::new(&config, Arc::new(Metrics::default())).unwrap();
     let chain = &config.models["chained"].chain;
     let request: ChatRequest = serde_json::from_value(request("chained", false)).unwrap();
-    let request = Prompt::from_request(&request);
+    let (params, messages) = (Params::from_request(&request), &request.messages);
     let answered_by = |reply: &UpstreamReply| match reply {
         UpstreamReply::Complete(c) => c.choices[0].message.content.as_str().unwrap().to_owned(),
         UpstreamReply::Stream(_) => panic!("asked for JSON"),
     };
 
     let mut route = Route::default();
-    let first = upstream.call(chain, &mut route, &request, false).await.unwrap();
+    let first = upstream.call(chain, &mut route, &mut Fixed(messages), &params, false).await.unwrap();
     assert_eq!((first.target.label(), answered_by(&first.reply)), ("b/m", "b".to_owned()));
     // a would answer now, but this request stays on b...
-    let second = upstream.call(chain, &mut route, &request, false).await.unwrap();
+    let second = upstream.call(chain, &mut route, &mut Fixed(messages), &params, false).await.unwrap();
     assert_eq!(answered_by(&second.reply), "b");
     assert_eq!(m[0].received().len(), 1);
     // ...while a new request starts from the top of the chain.
-    let third = upstream.call(chain, &mut Route::default(), &request, false).await.unwrap();
+    let third = upstream.call(chain, &mut Route::default(), &mut Fixed(messages), &params, false).await.unwrap();
     assert_eq!(answered_by(&third.reply), "a");
 }
