@@ -42,7 +42,8 @@ impl Compactor {
     /// 2. the recent ones are cut to `recent_cap_chars`;
     /// 3. the oldest groups before the latest user message are dropped (instructions
     ///    stay, a tool call and its results go together);
-    /// 4. still too long: [`Overflow`], and the list is left as compacted as it gets.
+    /// 4. the recent results are cut further, halving the cap down to `head_chars`;
+    /// 5. still too long: [`Overflow`], and the list is left as compacted as it gets.
     ///
     /// A list that is valid for the OpenAI API stays valid.
     pub fn compact<'t>(
@@ -134,7 +135,37 @@ fn steps(
         unit.clone().filter(|&i| droppable[i]).for_each(|i| drop[i] = true);
     }
     report.dropped_messages = tally.drop(messages, &drop);
+    if !tally.fits(messages, |_| false) {
+        shrink_recent(tally, messages, policy, report);
+    }
+    if tally.upper > tally.limit {
+        // An overflow reports exact figures, not bounds.
+        tally.refine_all(messages, |_| true);
+    }
     if tally.upper <= tally.limit { Ok(()) } else { Err(Overflow { needed: tally.upper, limit: tally.limit }) }
+}
+
+/// Step 4: the current turn alone is too long (a loop whose recent results are each
+/// large next to a small window). Rather than fail the request, the recent results
+/// are cut further, halving their cap down to `head_chars`, until the list fits.
+fn shrink_recent(tally: &mut Tally<'_, '_>, messages: &mut [Message], policy: &Policy, report: &mut Report) {
+    let recent = Shape::of(messages, policy.keep_recent).recent_results;
+    let mut counted = vec![false; recent.len()];
+    let mut cap = policy.recent_cap_chars;
+    while cap > policy.head_chars {
+        cap = (cap / 2).max(policy.head_chars);
+        for (k, &i) in recent.iter().enumerate() {
+            if truncate(&mut messages[i].content, cap) {
+                tally.changed(i, &messages[i]);
+                if !std::mem::replace(&mut counted[k], true) {
+                    report.capped += 1;
+                }
+            }
+        }
+        if tally.fits(messages, |_| false) {
+            return;
+        }
+    }
 }
 
 /// Running bounds of a list's tokens: `lower <= exact <= upper`. Counting exactly

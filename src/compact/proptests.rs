@@ -63,14 +63,12 @@ fn policy() -> impl Strategy<Value = Policy> {
     })
 }
 
-/// The most compacted list, built independently of the compactor: every result cut,
-/// and only instructions plus the latest user message onwards kept.
+/// The most compacted list, built independently of the compactor: every result cut
+/// to `head_chars`, and only instructions plus the latest user message onwards kept.
 fn minimal(history: &[Message], policy: &Policy) -> Vec<Message> {
     let mut out = history.to_vec();
-    let results: Vec<usize> = (0..out.len()).filter(|&i| is_result(&out[i])).collect();
-    let split = results.len().saturating_sub(policy.keep_recent);
-    for (k, &i) in results.iter().enumerate() {
-        truncate(&mut out[i].content, if k < split { policy.head_chars } else { policy.recent_cap_chars });
+    for message in out.iter_mut().filter(|m| is_result(m)) {
+        truncate(&mut message.content, policy.head_chars);
     }
     let latest = out.iter().rposition(|m| m.role == Role::User).unwrap_or(0);
     out.into_iter().enumerate().filter(|(i, m)| *i >= latest || is_instruction(m)).map(|(_, m)| m).collect()

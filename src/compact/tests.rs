@@ -291,9 +291,13 @@ fn the_latest_turn_and_instructions_stay() {
 #[test]
 fn overflow_reports_the_numbers() {
     let mut h = history();
+    // Steps 1–3, then step 4 cuts the two recent results down to `head_chars`.
     let minimal = {
         let mut m = after_step_2();
         m.drain(1..10);
+        for message in m.iter_mut().filter(|m| m.role == crate::openai::Role::Tool) {
+            truncate(&mut message.content, 10);
+        }
         m
     };
     let needed = exact(&minimal);
@@ -382,4 +386,26 @@ fn an_edited_message_is_recounted() {
     h.remove(0);
     assert_eq!(compactor.count(&h, &[], T), count(&h, &[], T), "shifted messages");
     assert_eq!(compactor.count(&h, &[], Tokenizer::Estimate), count(&h, &[], Tokenizer::Estimate), "other tokenizer");
+}
+
+
+#[test]
+fn a_turn_too_long_for_the_window_has_its_recent_results_cut_further() {
+    let mut h = history();
+    let mut minimal = after_step_2();
+    minimal.drain(1..10);
+    let after_drop = exact(&minimal);
+    for message in minimal.iter_mut().filter(|m| m.role == crate::openai::Role::Tool) {
+        truncate(&mut message.content, 10);
+    }
+    let floor = exact(&minimal);
+    assert!(floor < after_drop);
+    let report = run(&mut h, after_drop - 1).unwrap();
+    assert!(exact(&h) < after_drop, "step 4 made room");
+    assert_eq!(report.dropped_messages, 9);
+    let shortened = h.iter().filter(|m| m.role == crate::openai::Role::Tool).all(|m| {
+        let text = m.content.as_str().unwrap_or_default();
+        text.contains("chars omitted]") && text.chars().count() < 40 + 30
+    });
+    assert!(shortened, "{}", render(&h, Some(&report)));
 }
