@@ -64,7 +64,12 @@ impl History for Fitting<'_> {
             }
             Err(overflow) => {
                 self.metrics.record_compaction(self.model, label, "overflow");
-                tracing::warn!(target = label, needed = overflow.needed, limit = overflow.limit, "the conversation does not fit the target");
+                tracing::warn!(
+                    target = label,
+                    needed = overflow.needed,
+                    limit = overflow.limit,
+                    "the conversation does not fit the target"
+                );
                 let window = window.map_or_else(|| "unknown".to_owned(), |w| w.to_string());
                 Err(format!("{overflow} (context window {window})"))
             }

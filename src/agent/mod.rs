@@ -23,13 +23,13 @@ use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
 use crate::auth::Caller;
+use crate::compact::Compactor;
 use crate::config::VirtualModel;
 use crate::error::ApiError;
 use crate::openai::{ChatChunk, ChatCompletion, ChatRequest, Choice, Message, StreamOptions, ToolCall, ToolDef, Usage};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::tools::{Registry, ToolSet};
-use crate::compact::Compactor;
 use crate::upstream::{Attempt, ChunkStream, Failure, Params, Reply, Route, Upstream};
 pub use confirm::Gate;
 use confirm::Verdict;

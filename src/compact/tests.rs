@@ -388,7 +388,6 @@ fn an_edited_message_is_recounted() {
     assert_eq!(compactor.count(&h, &[], Tokenizer::Estimate), count(&h, &[], Tokenizer::Estimate), "other tokenizer");
 }
 
-
 #[test]
 fn a_turn_too_long_for_the_window_has_its_recent_results_cut_further() {
     let mut h = history();

@@ -29,6 +29,7 @@ use tracing::Level;
 
 use crate::agent::{Agent, Gate, Settings};
 use crate::auth::Keys;
+use crate::compact::Tokenizer;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::store::Store;
@@ -86,10 +87,15 @@ impl AppState {
     /// hold the others back). Must run inside the runtime.
     pub fn start(self: &Arc<Self>) {
         self.agent.tools.start();
+        let tokenizers: std::collections::HashSet<Tokenizer> =
+            self.config.models.values().flat_map(|m| &m.chain).map(|e| Tokenizer::for_model(&e.model)).collect();
+        let warm_up = tokio::task::spawn_blocking(move || tokenizers.into_iter().for_each(Tokenizer::warm_up));
         let state = self.clone();
         // Like the MCP supervisors, a long-lived task tied to no request: it only
-        // flips the readiness flag once the first listings are done.
+        // flips the readiness flag once the first listings are done (and the BPE
+        // tables are built, so no request pays for them).
         tokio::spawn(async move {
+            let _ = warm_up.await;
             state.agent.tools.wait_listed().await;
             state.ready.store(true, Ordering::Release);
             tracing::info!("ready: every tool source has been listed");

@@ -252,9 +252,15 @@ impl Upstream {
         loop {
             let started = Instant::now();
             let prompt = Prompt { messages: history.messages(), params };
-            let result =
-                exchange::exchange(&endpoint.client, endpoint.url.clone(), entry, &prompt, stream, self.max_event_bytes)
-                    .await;
+            let result = exchange::exchange(
+                &endpoint.client,
+                endpoint.url.clone(),
+                entry,
+                &prompt,
+                stream,
+                self.max_event_bytes,
+            )
+            .await;
             let failure = match result {
                 Ok(reply) => {
                     self.metrics.record_attempt(label, "ok");
@@ -280,7 +286,10 @@ impl Upstream {
                         return TargetOutcome::ContextLength;
                     }
                 }
-                tracing::info!(target = label, "the target found the prompt too long; compacted tighter, trying once more");
+                tracing::info!(
+                    target = label,
+                    "the target found the prompt too long; compacted tighter, trying once more"
+                );
                 continue;
             }
             let delay = self.retry_delay(&failure, retry);

@@ -483,7 +483,7 @@ pub struct ToolHit {
 }
 
 /// HTTP tool endpoints on a loopback port: `/echo` (returns its body), `/slow`
-/// (300 ms), `/fail` (500), `/hang` (never answers).
+/// (300 ms), `/fail` (500), `/hang` (never answers), `/big` (`big_result()`).
 #[derive(Clone)]
 pub struct ToolServer {
     pub url: String,
@@ -507,6 +507,14 @@ impl ToolServer {
     pub fn hits(&self, path: &str) -> Vec<ToolHit> {
         self.hits.lock().unwrap().iter().filter(|h| h.path == path).cloned().collect()
     }
+}
+
+/// About 20 kB of log-like text, different on every line (what a web page or a
+/// query result looks like to a tokenizer).
+pub fn big_result() -> String {
+    (0..450)
+        .map(|i| format!("{i:04} GET /api/v1/items/{} status=200 bytes={} user=u{}\n", i * 37, i * 911, i % 13))
+        .collect()
 }
 
 struct HangGuard(Arc<Notify>);
@@ -535,6 +543,7 @@ async fn tool_handler(State((hits, hang_dropped)): State<ToolState>, uri: http::
             "slow done".into_response()
         }
         "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "database exploded").into_response(),
+        "/big" => big_result().into_response(),
         "/hang" => {
             let _guard = HangGuard(hang_dropped);
             std::future::pending::<()>().await;

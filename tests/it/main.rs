@@ -14,6 +14,7 @@ mod redis_server;
 
 mod auth;
 mod cli;
+mod compaction;
 mod confirm;
 mod errors;
 mod fallback;
