@@ -207,7 +207,11 @@ impl Agent {
         }
         let tools = tool_names(&checkpoint.held);
         let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Answered };
-        self.put_trace(&id, &trace).await?;
+        // The checkpoint is ours now: losing the trace only makes a later replay read
+        // "expired" instead of "already answered", so it must not fail the resume.
+        if let Err(error) = self.put_trace(&id, &trace).await {
+            tracing::warn!(%error, id = %id, "could not mark the confirmation answered");
+        }
         for tool in &tools {
             self.metrics.record_confirmation(tool, verdict.event());
             tracing::info!(
