@@ -98,6 +98,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The result a held call gets when it does not run, `None` when it does.
+    pub fn denial(self) -> Option<&'static str> {
+        match self {
+            Self::Approve => None,
+            Self::Deny => Some(DENIED),
+            Self::Other => Some(DENIED_OTHER),
+        }
+    }
+
     pub fn event(self) -> &'static str {
         match self {
             Self::Approve => "approved",

@@ -32,7 +32,6 @@ use crate::telemetry::Metrics;
 use crate::tools::{Registry, ToolSet};
 use crate::upstream::{Attempt, ChunkStream, Failure, Params, Reply, Route, Upstream};
 pub use confirm::Gate;
-use confirm::Verdict;
 use execute::{Audit, Executor};
 use fit::Fitting;
 use pause::Resume;
@@ -324,23 +323,20 @@ impl Agent {
                 let (message, results, completion_rest, choice_rest) = if let Some(paused) = resume.take() {
                     let Resume { checkpoint, verdict, followup } = *paused;
                     let held: Vec<&ToolCall> = checkpoint.held.iter().collect();
-                    let held_results = match verdict {
-                        Verdict::Approve => executor.run(&held).await,
-                        Verdict::Deny => held.iter().map(|c| execute::tool_result(&c.id, confirm::DENIED.into())).collect(),
-                        Verdict::Other => held.iter().map(|c| execute::tool_result(&c.id, confirm::DENIED_OTHER.into())).collect(),
-                    };
                     let mut results = checkpoint.results;
-                    results.extend(held_results);
-                    if verdict != Verdict::Approve {
-                        // Client calls of a round the user turned down are not handed out.
+                    if let Some(denial) = verdict.denial() {
+                        // A round the user turned down: its held calls and its client calls
+                        // (never handed out) all get the denial as their result.
                         let client_calls = checkpoint.assistant.tool_calls.iter().flatten().filter(|c| st.client_names.contains(&c.function.name));
-                        results.extend(client_calls.map(|c| execute::tool_result(&c.id, confirm::DENIED_OTHER.into())).collect::<Vec<_>>());
+                        let denied: Vec<Message> = held.into_iter().chain(client_calls).map(|c| execute::tool_result(&c.id, denial.into())).collect();
+                        results.extend(denied);
                         let results = order_like(Some(&checkpoint.assistant), results);
                         st.messages.push(checkpoint.assistant);
                         st.messages.extend(results);
                         st.messages.extend(followup);
                         continue;
                     }
+                    results.extend(executor.run(&held).await);
                     (checkpoint.assistant, results, Map::new(), Map::new())
                 } else {
                     let final_call = st.rounds >= st.limit;
