@@ -95,6 +95,13 @@ struct CompactionLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SummaryLabels {
+    model: String,
+    summarizer: String,
+    result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -112,6 +119,7 @@ pub struct Metrics {
     rounds: HistogramFamily<ModelLabels>,
     confirmations: Family<ConfirmationLabels, Counter>,
     compactions: Family<CompactionLabels, Counter>,
+    summaries: Family<SummaryLabels, Counter>,
     active_streams: Gauge,
 }
 
@@ -138,6 +146,7 @@ impl Default for Metrics {
         let rounds: HistogramFamily<ModelLabels> = Family::new_with_constructor(rounds_histogram);
         let confirmations = Family::default();
         let compactions = Family::default();
+        let summaries = Family::default();
         let active_streams = Gauge::default();
         registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
         registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
@@ -163,6 +172,11 @@ impl Default for Metrics {
             "Compactions before upstream calls by model, target and result (compacted, tighter, overflow)",
             compactions.clone(),
         );
+        registry.register(
+            "summaries",
+            "Summaries of dropped turns by model, summariser and result (created, cached, failed, no_room)",
+            summaries.clone(),
+        );
         registry.register("active_streams", "SSE responses currently open", active_streams.clone());
         Self {
             registry,
@@ -178,6 +192,7 @@ impl Default for Metrics {
             rounds,
             confirmations,
             compactions,
+            summaries,
             active_streams,
         }
     }
@@ -225,6 +240,12 @@ impl Metrics {
 
     pub fn record_confirmation(&self, tool: &str, event: &'static str) {
         self.confirmations.get_or_create(&ConfirmationLabels { tool: tool.into(), event }).inc();
+    }
+
+    pub fn record_summary(&self, model: &str, summarizer: &str, result: &'static str) {
+        self.summaries
+            .get_or_create(&SummaryLabels { model: model.into(), summarizer: summarizer.into(), result })
+            .inc();
     }
 
     pub fn record_compaction(&self, model: &str, target: &str, result: &'static str) {

@@ -1,15 +1,18 @@
 //! Fitting each upstream call into its target's context budget (SPEC §6): the loop's
 //! `History` for `Upstream::call`, compacting the conversation in place before each
 //! target is tried — a backup with a smaller window gets its own, deeper cut — and
-//! tighter after a target refused it as too long.
+//! tighter after a target refused it as too long. With a summariser configured, the
+//! turns compaction drops are summarised into one message where they stood.
 
+use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use crate::compact::{Budget, Compactor, Tokenizer};
+use super::summary::{self, Summarizer};
+use crate::compact::{Budget, Compactor, Dropped, Tokenizer};
 use crate::config::{ChainEntry, Compaction};
 use crate::openai::{Message, ToolDef};
 use crate::telemetry::Metrics;
-use crate::upstream::History;
+use crate::upstream::{History, Upstream};
 
 pub struct Fitting<'a> {
     pub messages: &'a mut Vec<Message>,
@@ -20,8 +23,12 @@ pub struct Fitting<'a> {
     /// The request's pass-through fields (`max_tokens` shrinks the budget).
     pub rest: &'a Map<String, Value>,
     pub settings: &'a Compaction,
+    pub summarizer: Option<&'a Summarizer>,
+    /// For the summariser's calls.
+    pub upstream: &'a Upstream,
     pub metrics: &'a Metrics,
     pub model: &'a str,
+    pub user: &'a str,
 }
 
 impl History for Fitting<'_> {
@@ -29,24 +36,31 @@ impl History for Fitting<'_> {
         self.messages
     }
 
-    fn fit(&mut self, target: &ChainEntry, tighter: bool) -> Result<bool, String> {
+    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(self.fit_to(target, tighter))
+    }
+}
+
+impl<'a> Fitting<'a> {
+    async fn fit_to(&mut self, target: &ChainEntry, tighter: bool) -> Result<bool, String> {
         if !self.settings.enabled {
             return Ok(false);
         }
         let tokenizer = Tokenizer::for_model(&target.model);
-        let tools = || self.tools.into_iter().flatten();
         let window = target.context_window.or(self.settings.default_window);
         let budget = match window {
             Some(window) => self.settings.policy.budget(window as usize, self.rest),
             // An unknown window is learnt only from a refusal: aim below what was refused.
-            None if tighter => Budget { limit: self.compactor.count(self.messages, tools(), tokenizer) },
+            None if tighter => Budget { limit: self.compactor.count(self.messages, self.tools(), tokenizer) },
             None => return Ok(false),
         };
         let budget = if tighter { budget.tighter() } else { budget };
         let label = target.label();
-        match self.compactor.compact(self.messages, tools(), budget, tokenizer) {
-            Ok(report) if report.is_noop() => Ok(false),
-            Ok(report) => {
+        let reserve = self.summarizer.map_or(0, Summarizer::reserve);
+        let tools = self.tools();
+        match self.compactor.compact_keeping(self.messages, tools, budget, tokenizer, reserve) {
+            Ok((report, _)) if report.is_noop() => Ok(false),
+            Ok((report, dropped)) => {
                 self.metrics.record_compaction(self.model, label, if tighter { "tighter" } else { "compacted" });
                 tracing::info!(
                     target = label,
@@ -60,6 +74,9 @@ impl History for Fitting<'_> {
                     tighter,
                     "compacted the conversation to fit the target"
                 );
+                if let Some(summarizer) = self.summarizer.filter(|_| !dropped.is_empty()) {
+                    self.stand_in(summarizer, dropped, budget, tokenizer).await;
+                }
                 Ok(true)
             }
             Err(overflow) => {
@@ -74,5 +91,71 @@ impl History for Fitting<'_> {
                 Err(format!("{overflow} (context window {window})"))
             }
         }
+    }
+
+    /// The tool schemas sent; borrowed for `'a`, not from `self`, so that the
+    /// messages can be changed while they are iterated.
+    fn tools(&self) -> impl Iterator<Item = &'a ToolDef> + Clone + use<'a> {
+        let [server, client] = self.tools;
+        server.iter().chain(client)
+    }
+
+    /// Puts a summary of `dropped` where it stood (or folds it into the summary a
+    /// previous compaction left), when the summariser answers in time and the summary
+    /// fits. Otherwise the turns stay dropped: a summary is a bonus, never a failure.
+    async fn stand_in(&mut self, summarizer: &Summarizer, dropped: Dropped, budget: Budget, tokenizer: Tokenizer) {
+        let existing = summary::position(self.messages);
+        let previous = existing.and_then(|i| summary::text_at(self.messages, i));
+        let made = summarizer.summarize(self.upstream, previous, &dropped.messages).await;
+        let summary = match made {
+            Ok(summary) => summary,
+            Err(error) => {
+                self.metrics.record_summary(self.model, summarizer.label(), "failed");
+                tracing::warn!(summarizer = summarizer.label(), %error, dropped_messages = dropped.messages.len(), "no summary; the oldest turns are dropped");
+                return;
+            }
+        };
+        if summary.usage.total_tokens > 0 {
+            let usage = &summary.usage;
+            self.metrics.record_tokens(
+                self.user,
+                self.model,
+                summarizer.label(),
+                usage.prompt_tokens,
+                usage.completion_tokens,
+            );
+        }
+        let message = summary::message_for(&summary.text);
+        let mut candidate = vec![message.clone()];
+        let cost = crate::compact::count(&candidate, &[], tokenizer) - crate::compact::REPLY_PRIMING;
+        let freed = existing.map_or(0, |i| {
+            candidate[0] = self.messages[i].clone();
+            crate::compact::count(&candidate, &[], tokenizer) - crate::compact::REPLY_PRIMING
+        });
+        let tools = self.tools();
+        let now = self.compactor.count(self.messages, tools, tokenizer);
+        if now - freed + cost > budget.limit {
+            self.metrics.record_summary(self.model, summarizer.label(), "no_room");
+            tracing::warn!(
+                summarizer = summarizer.label(),
+                tokens = cost,
+                limit = budget.limit,
+                "the summary does not fit; the oldest turns are dropped"
+            );
+            return;
+        }
+        match existing {
+            Some(i) => self.messages[i] = message,
+            None => self.compactor.insert(self.messages, dropped.at, message),
+        }
+        let result = if summary.calls == 0 { "cached" } else { "created" };
+        self.metrics.record_summary(self.model, summarizer.label(), result);
+        tracing::info!(
+            summarizer = summarizer.label(),
+            summarized_messages = dropped.messages.len(),
+            calls = summary.calls,
+            tokens = cost,
+            "summarised the dropped turns"
+        );
     }
 }

@@ -12,6 +12,7 @@ mod fit;
 mod pause;
 mod prepare;
 mod round;
+mod summary;
 mod suspend;
 
 use std::collections::HashSet;
@@ -36,6 +37,7 @@ use execute::{Audit, Executor};
 use fit::Fitting;
 use pause::Resume;
 use round::{Relay, Relayed, RoundResult, StreamRound};
+pub use summary::Summarizer;
 use suspend::SuspendedRound;
 
 /// The chunks a streaming client receives, in order; an `Err` item ends the stream.
@@ -49,6 +51,8 @@ pub struct Agent {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Summarises the turns compaction drops, when configured.
+    pub summarizer: Option<Summarizer>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,7 +344,7 @@ impl Agent {
                     (checkpoint.assistant, results, Map::new(), Map::new())
                 } else {
                     let final_call = st.rounds >= st.limit;
-                    let consumed = match self.call(&model, &mut st, final_call).await {
+                    let consumed = match self.call(&model, &turn.caller.user, &mut st, final_call).await {
                         Ok(answered) => answered,
                         Err(error) => {
                             yield Err(error);
@@ -463,6 +467,7 @@ impl Agent {
     async fn call(
         &self,
         model: &VirtualModel,
+        user: &str,
         st: &mut LoopState,
         no_tools: bool,
     ) -> Result<(Reply, String, u32), ApiError> {
@@ -487,8 +492,11 @@ impl Agent {
             tools: [tools, &st.client_defs],
             rest: &st.rest,
             settings: &self.settings.compaction,
+            summarizer: self.summarizer.as_ref(),
+            upstream: &self.upstream,
             metrics: &self.metrics,
             model: &model.name,
+            user,
         };
         let answered =
             self.upstream.call(&model.chain, &mut st.route, &mut history, &params, st.client_streams).await?;

@@ -98,7 +98,7 @@ impl Agent {
             st.messages.extend(results);
             let mut words = String::new();
             let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
-            match self.call(model, st, true).await {
+            match self.call(model, &turn.caller.user, st, true).await {
                 Ok((reply, label, _)) => {
                     let mut consumed = None;
                     {

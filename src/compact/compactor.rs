@@ -9,7 +9,7 @@ use super::ledger::Ledger;
 use super::shape::{Shape, is_instruction};
 use super::tokens::Tokenizer;
 use super::truncate::truncate;
-use super::{Overflow, Policy, Report};
+use super::{Dropped, Overflow, Policy, Report};
 use crate::openai::{Message, ToolDef};
 
 /// Compaction with memory: keeps the token counts of the messages it has seen, so a
@@ -53,18 +53,39 @@ impl Compactor {
         budget: Budget,
         tokenizer: Tokenizer,
     ) -> Result<Report, Overflow> {
+        self.compact_keeping(messages, tools, budget, tokenizer, 0).map(|(report, _)| report)
+    }
+
+    /// [`Compactor::compact`] for a caller that puts a summary where step 3 dropped
+    /// groups: the dropped messages are handed back, and if step 3 drops anything it
+    /// makes `reserve` more tokens of room, for the summary to fit beside the rest.
+    pub fn compact_keeping<'t>(
+        &mut self,
+        messages: &mut Vec<Message>,
+        tools: impl IntoIterator<Item = &'t ToolDef>,
+        budget: Budget,
+        tokenizer: Tokenizer,
+        reserve: usize,
+    ) -> Result<(Report, Dropped), Overflow> {
         let tools: Vec<&ToolDef> = tools.into_iter().collect();
         self.ledger.sync(tokenizer, messages, tools.iter().copied());
         let mut tally = Tally::new(&mut self.ledger, tools, tokenizer, budget.limit);
         let fits = tally.fits(messages, |i| super::shape::is_result(&messages[i]));
         let mut report = Report { tokens_before: tally.upper, tokens_after: tally.upper, ..Report::default() };
         if fits {
-            return Ok(report);
+            return Ok((report, Dropped::default()));
         }
         let shape = Shape::of(messages, self.policy.keep_recent);
-        let result = steps(&mut tally, messages, &shape, &self.policy, &mut report);
+        let result = steps(&mut tally, messages, &shape, &self.policy, reserve, &mut report);
         report.tokens_after = tally.upper;
-        result.map(|()| report)
+        result.map(|dropped| (report, dropped))
+    }
+
+    /// Inserts `message` at `at` (a summary where [`Dropped`] groups stood) keeping the
+    /// counts of the messages after it.
+    pub fn insert(&mut self, messages: &mut Vec<Message>, at: usize, message: Message) {
+        self.ledger.insert(at, &message);
+        messages.insert(at, message);
     }
 
     /// The exact prompt tokens of `messages` with `tools`, reusing and filling the
@@ -83,14 +104,15 @@ impl Compactor {
     }
 }
 
-/// Steps 1 to 4, after the list was found over budget.
+/// Steps 1 to 4, after the list was found over budget; what step 3 dropped.
 fn steps(
     tally: &mut Tally<'_, '_>,
     messages: &mut Vec<Message>,
     shape: &Shape,
     policy: &Policy,
+    reserve: usize,
     report: &mut Report,
-) -> Result<(), Overflow> {
+) -> Result<Dropped, Overflow> {
     for &i in &shape.old_results {
         if truncate(&mut messages[i].content, policy.head_chars) {
             tally.changed(i, &messages[i]);
@@ -99,7 +121,7 @@ fn steps(
     }
     let recent = |i: usize| shape.recent_results.contains(&i);
     if report.truncated > 0 && tally.fits(messages, recent) {
-        return Ok(());
+        return Ok(Dropped::default());
     }
     for &i in &shape.recent_results {
         if truncate(&mut messages[i].content, policy.recent_cap_chars) {
@@ -112,12 +134,12 @@ fn steps(
         unit.clone().filter(|&i| !is_instruction(&messages[i])).for_each(|i| droppable[i] = true);
     }
     if report.capped > 0 && tally.fits(messages, |i| droppable[i]) {
-        return Ok(());
+        return Ok(Dropped::default());
     }
     // Step 3 keeps the longest run of newest groups that fits next to everything
     // that cannot be dropped; walking from the newest group counts only survivors.
     tally.refine_all(messages, |i| !droppable[i]);
-    let room = tally.limit.saturating_sub(tally.upper_without(&droppable));
+    let room = tally.limit.saturating_sub(tally.upper_without(&droppable)).saturating_sub(reserve);
     let mut kept = 0usize;
     let mut first_kept = shape.units.len();
     for (u, unit) in shape.units.iter().enumerate().rev() {
@@ -134,15 +156,23 @@ fn steps(
     for unit in &shape.units[..first_kept] {
         unit.clone().filter(|&i| droppable[i]).for_each(|i| drop[i] = true);
     }
-    report.dropped_messages = tally.drop(messages, &drop);
+    let dropped = tally.drop(messages, &drop);
+    report.dropped_messages = dropped.messages.len();
+    // Room for the summary that will stand in for the dropped groups, while the
+    // recent results are shrunk: the limit proper is checked below.
+    let limit = tally.limit;
+    if report.dropped_messages > 0 {
+        tally.limit = limit.saturating_sub(reserve);
+    }
     if !tally.fits(messages, |_| false) {
         shrink_recent(tally, messages, policy, report);
     }
+    tally.limit = limit;
     if tally.upper > tally.limit {
         // An overflow reports exact figures, not bounds.
         tally.refine_all(messages, |_| true);
     }
-    if tally.upper <= tally.limit { Ok(()) } else { Err(Overflow { needed: tally.upper, limit: tally.limit }) }
+    if tally.upper <= tally.limit { Ok(dropped) } else { Err(Overflow { needed: tally.upper, limit: tally.limit }) }
 }
 
 /// Step 4: the current turn alone is too long (a loop whose recent results are each
@@ -268,18 +298,20 @@ impl<'a, 't> Tally<'a, 't> {
         self.lower = self.lower - old.exact.unwrap_or(MESSAGE_OVERHEAD) + MESSAGE_OVERHEAD;
     }
 
-    /// Removes the messages `drop` selects, with their counts; returns how many.
-    fn drop(&mut self, messages: &mut Vec<Message>, drop: &[bool]) -> usize {
-        let mut dropped = 0;
+    /// Removes the messages `drop` selects, with their counts, and hands them back.
+    fn drop(&mut self, messages: &mut Vec<Message>, drop: &[bool]) -> Dropped {
         for (entry, _) in self.ledger.messages.iter().zip(drop).filter(|(_, out)| **out) {
             self.upper -= entry.known();
             self.lower -= entry.exact.unwrap_or(MESSAGE_OVERHEAD);
-            dropped += 1;
         }
-        let mut flags = drop.iter();
-        messages.retain(|_| flags.next() != Some(&true));
+        let at = drop.iter().position(|out| *out).unwrap_or(messages.len());
+        let (mut kept, mut gone) = (Vec::with_capacity(messages.len()), Vec::new());
+        for (message, out) in std::mem::take(messages).into_iter().zip(drop.iter().chain(std::iter::repeat(&false))) {
+            if *out { gone.push(message) } else { kept.push(message) }
+        }
+        *messages = kept;
         let mut flags = drop.iter();
         self.ledger.messages.retain(|_| flags.next() != Some(&true));
-        dropped
+        Dropped { at, messages: gone }
     }
 }

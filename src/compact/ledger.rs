@@ -69,6 +69,15 @@ impl Ledger {
         }
     }
 
+    /// Makes room for a message inserted at `i`, so the entries after it keep their counts.
+    pub fn insert(&mut self, i: usize, message: &Message) {
+        if let Some(tokenizer) = self.tokenizer
+            && i <= self.messages.len()
+        {
+            self.messages.insert(i, fresh(message_print(message), cost::message(tokenizer, Mode::Bound, message)));
+        }
+    }
+
     /// Recounts the bound of message `i` after compaction changed it.
     pub fn changed(&mut self, i: usize, message: &Message, tokenizer: Tokenizer) {
         if let Some(entry) = self.messages.get_mut(i) {

@@ -35,7 +35,7 @@ pub use budget::Budget;
 pub use compactor::Compactor;
 pub use cost::{IMAGE_TOKENS, MESSAGE_OVERHEAD, REPLY_PRIMING};
 pub use tokens::Tokenizer;
-pub use truncate::marker;
+pub use truncate::{marker, truncate};
 
 use crate::openai::{Message, ToolDef};
 
@@ -98,6 +98,22 @@ impl Report {
     /// Nothing was changed: the list already fitted.
     pub fn is_noop(&self) -> bool {
         self.truncated == 0 && self.capped == 0 && self.dropped_messages == 0
+    }
+}
+
+/// The groups step 3 took out of a list, for a summary to stand in for them
+/// (see [`Compactor::compact_keeping`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dropped {
+    /// Where they stood: the index in the compacted list a summary belongs at.
+    pub at: usize,
+    /// Oldest first, as compacted (old tool results already cut).
+    pub messages: Vec<Message>,
+}
+
+impl Dropped {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
     }
 }
 

@@ -143,4 +143,37 @@ proptest! {
         prop_assert_eq!(ra.map(|r| (r.truncated, r.capped, r.dropped_messages)), rb.map(|r| (r.truncated, r.capped, r.dropped_messages)));
         prop_assert_eq!(kept.count(&a, &[], tokenizer), count(&a, &[], tokenizer));
     }
+
+    #[test]
+    fn dropped_groups_come_back_with_room_for_their_summary(
+        original in history(), policy in policy(), tokenizer in tokenizer(), share in 0.0f64..1.2, reserve in 0usize..300,
+    ) {
+        let limit = (count(&original, &[], tokenizer) as f64 * share) as usize;
+        let mut messages = original.clone();
+        let outcome = Compactor::new(policy.clone()).compact_keeping(&mut messages, &[], Budget { limit }, tokenizer, reserve);
+        let Ok((report, dropped)) = outcome else { return Ok(()) };
+        prop_assert_eq!(report.dropped_messages, dropped.messages.len());
+        prop_assert_eq!(messages.len() + dropped.messages.len(), original.len());
+        prop_assert!(dropped.messages.iter().all(|m| !is_instruction(m)));
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        // The oldest groups went: only instructions stood before them.
+        prop_assert!(messages[..dropped.at].iter().all(is_instruction));
+        // Kept and dropped interleave back into the original (results at most shortened).
+        let (mut kept, mut gone) = (messages.iter().peekable(), dropped.messages.iter().peekable());
+        let same = |a: &Message, b: &Message| {
+            (a.role, &a.tool_calls, &a.tool_call_id) == (b.role, &b.tool_calls, &b.tool_call_id)
+                && (a.content == b.content || is_result(b))
+        };
+        for was in &original {
+            let next = if gone.peek().is_some_and(|m| same(m, was)) { gone.next() } else { kept.next() };
+            prop_assert!(next.is_some_and(|m| same(m, was)), "{:?} is neither kept nor dropped", was);
+        }
+        // A summary of up to `reserve` tokens fits whenever the most compacted list leaves room for it.
+        let after = count(&messages, &[], tokenizer);
+        if count(&minimal(&original, &policy), &[], tokenizer) + reserve <= limit {
+            prop_assert!(after + reserve <= limit, "{} + {} > {}", after, reserve, limit);
+        }
+    }
 }

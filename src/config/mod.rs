@@ -41,6 +41,18 @@ pub struct Compaction {
     pub policy: crate::compact::Policy,
     /// For chain entries without `context_window`.
     pub default_window: Option<u32>,
+    /// Summarise dropped turns instead of only dropping them; off by default.
+    pub summarize: Option<Summarize>,
+}
+
+/// Where and how the turns compaction drops are summarised.
+#[derive(Debug, Clone)]
+pub struct Summarize {
+    pub target: ChainEntry,
+    /// The summariser's `max_tokens`; compaction keeps this much room for the summary.
+    pub max_tokens: u32,
+    /// The whole summary, every chunk of it; past it the turns are dropped after all.
+    pub timeout: Duration,
 }
 
 /// How chain walks retry, back off and cool targets down.

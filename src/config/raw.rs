@@ -46,6 +46,13 @@ pub struct RawCompaction {
     /// Window assumed for chain entries without `context_window` (0: none; such
     /// targets are compacted only after they refuse a prompt as too long).
     pub default_context_window: u32,
+    /// A (cheap) target that summarises the turns compaction drops, in the form of a
+    /// chain entry: `"provider/model"` or a table. Absent: dropped turns are dropped.
+    pub summarize_with: Option<toml::Value>,
+    /// The longest summary, in tokens (the summariser's `max_tokens`).
+    pub summary_max_tokens: u32,
+    /// How long one summary may take before the turns are dropped after all.
+    pub summary_timeout_s: f64,
 }
 
 impl Default for RawCompaction {
@@ -59,6 +66,9 @@ impl Default for RawCompaction {
             recent_cap_chars: policy.recent_cap_chars,
             reply_reserve: policy.reply_reserve,
             default_context_window: 0,
+            summarize_with: None,
+            summary_max_tokens: 512,
+            summary_timeout_s: 30.0,
         }
     }
 }

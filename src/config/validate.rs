@@ -109,13 +109,13 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
     let mut c = Checker { errors: Vec::new() };
     let server = server(&mut c, raw.server, raw.keys.is_empty());
     let upstream = upstream_policy(&mut c, &raw.upstream);
-    let compaction = compaction(&mut c, &raw.compaction);
     let retries = raw.upstream.retries;
     let providers: BTreeMap<_, _> = raw
         .providers
         .into_iter()
         .map(|(name, p)| (name.clone(), Arc::new(provider(&mut c, name, p, retries))))
         .collect();
+    let compaction = compaction(&mut c, &providers, raw.compaction);
     let tools = tools(&mut c, raw.tools);
     let models: BTreeMap<_, _> = raw
         .models
@@ -205,7 +205,7 @@ fn upstream_policy(c: &mut Checker, u: &raw::RawUpstream) -> UpstreamPolicy {
     policy
 }
 
-fn compaction(c: &mut Checker, raw: &raw::RawCompaction) -> Compaction {
+fn compaction(c: &mut Checker, providers: &BTreeMap<String, Arc<Provider>>, raw: raw::RawCompaction) -> Compaction {
     if !(raw.ratio > 0.0 && raw.ratio <= 1.0) {
         c.err("compaction.ratio", "must be above 0 and at most 1");
     }
@@ -222,7 +222,23 @@ fn compaction(c: &mut Checker, raw: &raw::RawCompaction) -> Compaction {
             reply_reserve: raw.reply_reserve,
         },
         default_window: (raw.default_context_window > 0).then_some(raw.default_context_window),
+        summarize: summarize(c, providers, raw.summarize_with, raw.summary_max_tokens, raw.summary_timeout_s),
     }
+}
+
+fn summarize(
+    c: &mut Checker,
+    providers: &BTreeMap<String, Arc<Provider>>,
+    target: Option<toml::Value>,
+    max_tokens: u32,
+    timeout_s: f64,
+) -> Option<Summarize> {
+    let target = chain_entry(c, providers, "compaction.summarize_with", target?)?;
+    if max_tokens == 0 {
+        c.err("compaction.summary_max_tokens", "must be at least 1");
+    }
+    let timeout = c.duration("compaction.summary_timeout_s", Some(timeout_s), 30.0);
+    Some(Summarize { target, max_tokens, timeout })
 }
 
 fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32) -> Provider {

@@ -68,9 +68,10 @@ impl AppState {
             ),
             compaction: config.compaction.clone(),
         };
+        let summarizer = config.compaction.summarize.clone().map(crate::agent::Summarizer::new);
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),
-            agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings }),
+            agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings, summarizer }),
             metrics,
             config,
             started_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 pub use failure::{Attempt, Failure};
@@ -82,7 +83,8 @@ pub trait History: Send {
 
     /// Makes the conversation fit `target`; `tighter` after `target` said it is too
     /// long. `Ok(changed)`; `Err` says why it cannot fit: the target is skipped.
-    fn fit(&mut self, target: &ChainEntry, tighter: bool) -> Result<bool, String>;
+    /// Asynchronous because fitting may itself call an upstream (a summariser).
+    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, String>>;
 }
 
 /// A conversation sent as it is, whatever the target.
@@ -93,8 +95,8 @@ impl History for Fixed<'_> {
         self.0
     }
 
-    fn fit(&mut self, _target: &ChainEntry, _tighter: bool) -> Result<bool, String> {
-        Ok(false)
+    fn fit<'a>(&'a mut self, _target: &'a ChainEntry, _tighter: bool) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(std::future::ready(Ok(false)))
     }
 }
 
@@ -142,7 +144,9 @@ enum TargetOutcome {
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
         let mut endpoints = HashMap::new();
-        let entries = config.models.values().flat_map(|m| m.chain.iter().chain(m.answer_with.as_ref()));
+        let summarizer = config.compaction.summarize.as_ref().map(|s| &s.target);
+        let entries =
+            config.models.values().flat_map(|m| m.chain.iter().chain(m.answer_with.as_ref())).chain(summarizer);
         for entry in entries {
             let key = (entry.provider.name.clone(), entry.timeouts.connect);
             if endpoints.contains_key(&key) {
@@ -196,7 +200,7 @@ impl Upstream {
             if self.health.is_cooling(label) {
                 tracing::info!(target = label, "every healthier target failed; trying one that is cooling down");
             }
-            if let Err(why) = history.fit(entry, false) {
+            if let Err(why) = history.fit(entry, false).await {
                 // Not the target's fault: no cool-down, only a larger window can help.
                 attempts.push(Attempt { target: label.to_owned(), failure: Failure::TooLong(why) });
                 needs_window = Some(entry.context_window.unwrap_or(0));
@@ -277,7 +281,7 @@ impl Upstream {
                     return TargetOutcome::ContextLength;
                 }
                 tightened = true;
-                match history.fit(entry, true) {
+                match history.fit(entry, true).await {
                     Ok(true) => {}
                     // Sending the same prompt again would get the same answer.
                     Ok(false) => return TargetOutcome::ContextLength,

@@ -1,0 +1,357 @@
+//! Summaries of the turns compaction drops (`compaction.summarize_with`, off by
+//! default): a cheap model condenses them, and one system message stands where they
+//! stood, so a long conversation keeps its gist instead of losing its beginning.
+//!
+//! Summaries roll: when a later compaction drops more, the previous summary and the
+//! newly dropped turns are condensed into the next one. They are cached by content —
+//! a hash chain over the dropped messages — so the next request of the same
+//! conversation, which resends the whole history and drops the same turns again,
+//! reuses the summary and pays only for what was dropped since.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::compact::{Budget, MESSAGE_OVERHEAD, Tokenizer, truncate};
+use crate::config::Summarize;
+use crate::error::ApiError;
+use crate::openai::{Message, Role, Usage};
+use crate::upstream::{Fixed, Params, Reply, Route, Upstream};
+
+/// Starts the content of a summary message; how a later compaction finds it.
+pub const HEADER: &str = "[lariat: summary of the earlier conversation, condensed to fit the context window]\n";
+
+const INSTRUCTIONS: &str = "You condense the earlier part of a conversation between a user and an AI \
+assistant that uses tools, so that the assistant can carry on without the original messages. Write a \
+concise summary in the conversation's language: what the user asked for and why, facts and figures learnt \
+(from tool results too), decisions made, and what is still open. Keep names, numbers, identifiers, URLs and \
+file paths exactly as written. Do not invent anything. Output only the summary.";
+
+/// A summariser with no `context_window` is assumed to have this one.
+const ASSUMED_WINDOW: usize = 8_192;
+/// One dropped message in the summariser's prompt is cut to this many chars.
+const ENTRY_CHARS: usize = 4_000;
+/// At most this many summariser calls per summary; older dropped turns beyond them
+/// are left out (the newest are nearest to what the conversation is about now).
+const MAX_CHUNKS: usize = 4;
+/// Summaries kept across requests, by total bytes.
+const CACHE_BYTES: u64 = 32 << 20;
+const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// Why no summary could be made; the turns are then dropped as without a summariser.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("the summariser failed: {0}")]
+    Upstream(#[from] ApiError),
+    #[error("the summariser took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the summariser answered with no text")]
+    Empty,
+}
+
+/// A summary, and what it cost.
+#[derive(Debug)]
+pub struct Summary {
+    pub text: Arc<str>,
+    /// Summariser calls made (0: all from the cache).
+    pub calls: usize,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summarizer {
+    settings: Summarize,
+    /// Hash of (previous summary, dropped messages up to some point) → summary.
+    cache: moka::future::Cache<[u8; 32], Arc<str>>,
+}
+
+impl Summarizer {
+    pub fn new(settings: Summarize) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(CACHE_BYTES)
+            .weigher(|_, text: &Arc<str>| u32::try_from(text.len()).unwrap_or(u32::MAX))
+            .time_to_idle(CACHE_IDLE)
+            .build();
+        Self { settings, cache }
+    }
+
+    pub fn label(&self) -> &str {
+        self.settings.target.label()
+    }
+
+    /// Tokens compaction keeps free for the summary: the summariser's `max_tokens`
+    /// with a quarter on top, because the target may count with another tokenizer,
+    /// plus the message framing and the header.
+    pub fn reserve(&self) -> usize {
+        let max = self.settings.max_tokens as usize;
+        max + max / 4 + MESSAGE_OVERHEAD + 32
+    }
+
+    /// The summary continuing `previous` (the text of the summary already in the
+    /// conversation, if any) with `dropped`, oldest first.
+    pub async fn summarize(
+        &self,
+        upstream: &Upstream,
+        previous: Option<&str>,
+        dropped: &[Message],
+    ) -> Result<Summary, SummaryError> {
+        let timeout = self.settings.timeout;
+        tokio::time::timeout(timeout, self.summarize_now(upstream, previous, dropped))
+            .await
+            .map_err(|_| SummaryError::Timeout(timeout))?
+    }
+
+    async fn summarize_now(
+        &self,
+        upstream: &Upstream,
+        previous: Option<&str>,
+        dropped: &[Message],
+    ) -> Result<Summary, SummaryError> {
+        let keys = self.keys(previous, dropped);
+        // The longest prefix of `dropped` already summarised, here or by an earlier request.
+        let mut hit = None;
+        for i in (0..keys.len()).rev() {
+            if let Some(text) = self.cache.get(&keys[i]).await {
+                hit = Some((i + 1, text));
+                break;
+            }
+        }
+        let (start, mut text): (usize, Option<Arc<str>>) = match hit {
+            Some((done, text)) => (done, Some(text)),
+            None => (0, previous.map(Arc::from)),
+        };
+        let mut summary = Summary { text: Arc::from(""), calls: 0, usage: Usage::default() };
+        let entries = transcript(&dropped[start..], dropped);
+        let chunks = self.chunks(&entries, text.as_deref());
+        let skip = chunks.len().saturating_sub(MAX_CHUNKS);
+        if skip > 0 {
+            tracing::warn!(
+                chunks = chunks.len(),
+                left_out = skip,
+                "too many dropped turns to summarise; leaving out the oldest"
+            );
+        }
+        for chunk in &chunks[skip..] {
+            let (next, usage) = self.call(upstream, text.as_deref(), &entries[chunk.clone()]).await?;
+            summary.calls += 1;
+            summary.usage.prompt_tokens += usage.prompt_tokens;
+            summary.usage.completion_tokens += usage.completion_tokens;
+            summary.usage.total_tokens += usage.total_tokens;
+            // Every chunk boundary is a prefix a later request may find.
+            self.cache.insert(keys[start + chunk.end - 1], next.clone()).await;
+            text = Some(next);
+        }
+        summary.text = text.ok_or(SummaryError::Empty)?;
+        Ok(summary)
+    }
+
+    /// The cache key after each dropped message: a hash chain seeded with the
+    /// summariser and the previous summary.
+    fn keys(&self, previous: Option<&str>, dropped: &[Message]) -> Vec<[u8; 32]> {
+        let mut seed = Sha256::new();
+        seed.update(self.label().as_bytes());
+        seed.update([0]);
+        seed.update(previous.unwrap_or_default().as_bytes());
+        let mut key: [u8; 32] = seed.finalize().into();
+        dropped
+            .iter()
+            .map(|message| {
+                let mut h = Sha256::new();
+                h.update(key);
+                h.update(serde_json::to_vec(message).unwrap_or_default());
+                key = h.finalize().into();
+                key
+            })
+            .collect()
+    }
+
+    /// Splits `entries` into runs that each fit one summariser call next to the
+    /// instructions, the summary so far (at most `max_tokens`) and the reply.
+    fn chunks(&self, entries: &[String], previous: Option<&str>) -> Vec<std::ops::Range<usize>> {
+        let target = &self.settings.target;
+        let tokenizer = Tokenizer::for_model(&target.model);
+        let window = target.context_window.map_or(ASSUMED_WINDOW, |w| w as usize);
+        let max = self.settings.max_tokens as usize;
+        let fixed = tokenizer.count(INSTRUCTIONS) + previous.map_or(max, |p| tokenizer.count(p).max(max)) + 64;
+        let room = Budget::new(window, 0.75, max).limit.saturating_sub(fixed).max(256);
+        let mut chunks = Vec::new();
+        let (mut start, mut used) = (0, 0);
+        for (i, entry) in entries.iter().enumerate() {
+            let cost = tokenizer.count(entry) + 4;
+            if i > start && used + cost > room {
+                chunks.push(start..i);
+                (start, used) = (i, 0);
+            }
+            used += cost;
+        }
+        if start < entries.len() {
+            chunks.push(start..entries.len());
+        }
+        chunks
+    }
+
+    /// One summariser call: `previous` extended with `entries`.
+    async fn call(
+        &self,
+        upstream: &Upstream,
+        previous: Option<&str>,
+        entries: &[String],
+    ) -> Result<(Arc<str>, Usage), SummaryError> {
+        let mut prompt = String::new();
+        if let Some(previous) = previous {
+            prompt.push_str("Summary so far:\n");
+            prompt.push_str(previous);
+            prompt.push_str("\n\nExtend it with these later messages:\n\n");
+        } else {
+            prompt.push_str("Summarise these messages:\n\n");
+        }
+        prompt.push_str(&entries.join("\n\n"));
+        let messages = [message(Role::System, INSTRUCTIONS.into()), message(Role::User, prompt)];
+        let target = &self.settings.target;
+        let mut rest = Map::new();
+        rest.insert(max_tokens_field(&target.model).into(), json!(self.settings.max_tokens));
+        let params = Params { tools: &[], client_tools: &[], tool_choice: None, stream_options: None, rest: &rest };
+        let chain = std::slice::from_ref(target);
+        let answered = upstream.call(chain, &mut Route::default(), &mut Fixed(&messages), &params, false).await?;
+        let Reply::Complete(completion) = answered.reply else { return Err(SummaryError::Empty) };
+        let usage = completion.usage.unwrap_or_default();
+        let text = completion.choices.into_iter().next().map(|choice| text_of(&choice.message.content));
+        match text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+            Some(text) => Ok((Arc::from(text), usage)),
+            None => Err(SummaryError::Empty),
+        }
+    }
+}
+
+/// OpenAI's reasoning models refuse `max_tokens`; everything else knows it.
+fn max_tokens_field(model: &str) -> &'static str {
+    let name = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+    let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|p| name.starts_with(p));
+    if reasoning { "max_completion_tokens" } else { "max_tokens" }
+}
+
+/// Where the summary of an earlier compaction stands, if it does.
+pub fn position(messages: &[Message]) -> Option<usize> {
+    messages.iter().position(|m| m.role == Role::System && m.content.as_str().is_some_and(|c| c.starts_with(HEADER)))
+}
+
+/// The text of the summary message at `i`.
+pub fn text_at(messages: &[Message], i: usize) -> Option<&str> {
+    messages.get(i)?.content.as_str()?.strip_prefix(HEADER)
+}
+
+/// The message that stands for the dropped turns.
+pub fn message_for(summary: &str) -> Message {
+    message(Role::System, format!("{HEADER}{summary}"))
+}
+
+fn message(role: Role, content: String) -> Message {
+    Message { role, content: Value::String(content), tool_calls: None, tool_call_id: None, rest: Map::new() }
+}
+
+/// The dropped messages as plain text, one entry each: the summariser needs to read
+/// them, not to continue them, so a tool call and its result need no pairing and no
+/// tool schemas. `all` names the tools of results whose call is in it.
+fn transcript(messages: &[Message], all: &[Message]) -> Vec<String> {
+    let tool_name = |id: &str| {
+        all.iter()
+            .flat_map(|m| m.tool_calls.iter().flatten())
+            .find(|call| call.id == id)
+            .map(|call| call.function.name.as_str())
+    };
+    messages
+        .iter()
+        .map(|m| {
+            let mut entry = match m.role {
+                Role::User => "User: ".to_owned(),
+                Role::Assistant => "Assistant: ".to_owned(),
+                Role::Tool | Role::Function => {
+                    let name = m.tool_call_id.as_deref().and_then(tool_name).unwrap_or("a tool");
+                    format!("Result of {name}: ")
+                }
+                Role::System | Role::Developer => "Instructions: ".to_owned(),
+            };
+            entry.push_str(&text_of(&m.content));
+            for call in m.tool_calls.iter().flatten() {
+                entry.push_str(&format!("\n(called {} with {})", call.function.name, call.function.arguments));
+            }
+            let mut value = Value::String(entry);
+            truncate(&mut value, ENTRY_CHARS);
+            match value {
+                Value::String(entry) => entry,
+                _ => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// The text of a content value: a string, or the text of its parts (other parts
+/// named by type).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|part| match part.get("text").and_then(Value::as_str) {
+                Some(text) => text.to_owned(),
+                None => format!("[{}]", part.get("type").and_then(Value::as_str).unwrap_or("part")),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{FunctionCall, ToolCall};
+
+    fn msg(role: Role, content: &str) -> Message {
+        message(role, content.to_owned())
+    }
+
+    #[test]
+    fn the_transcript_names_tools_and_cuts_long_entries() {
+        let call = ToolCall {
+            id: "c1".into(),
+            kind: "function".into(),
+            function: FunctionCall { name: "weather".into(), arguments: r#"{"city":"Oslo"}"#.into() },
+            rest: Map::new(),
+        };
+        let messages = vec![
+            msg(Role::User, "How is the weather?"),
+            Message { tool_calls: Some(vec![call]), ..msg(Role::Assistant, "") },
+            Message { tool_call_id: Some("c1".into()), ..msg(Role::Tool, &"rain ".repeat(2_000)) },
+            Message {
+                content: json!([{"type": "text", "text": "and this"}, {"type": "image_url", "image_url": {"url": "x"}}]),
+                ..msg(Role::User, "")
+            },
+        ];
+        let entries = transcript(&messages, &messages);
+        assert_eq!(entries[0], "User: How is the weather?");
+        assert_eq!(entries[1], "Assistant: \n(called weather with {\"city\":\"Oslo\"})");
+        assert!(entries[2].starts_with("Result of weather: rain rain"));
+        assert!(entries[2].ends_with(" chars omitted]") && entries[2].chars().count() < ENTRY_CHARS + 40);
+        assert_eq!(entries[3], "User: and this [image_url]");
+    }
+
+    #[test]
+    fn the_summary_message_is_found_again() {
+        let messages =
+            vec![msg(Role::System, "Be brief."), message_for("They talked about Oslo."), msg(Role::User, "hi")];
+        assert_eq!(position(&messages), Some(1));
+        assert_eq!(text_at(&messages, 1), Some("They talked about Oslo."));
+        assert_eq!(position(&messages[..1]), None);
+        assert_eq!(text_at(&messages, 0), None);
+    }
+
+    #[test]
+    fn reasoning_models_get_max_completion_tokens() {
+        assert_eq!(max_tokens_field("gpt-4o-mini"), "max_tokens");
+        assert_eq!(max_tokens_field("qwen2.5:7b"), "max_tokens");
+        assert_eq!(max_tokens_field("o4-mini"), "max_completion_tokens");
+        assert_eq!(max_tokens_field("gpt-5-nano"), "max_completion_tokens");
+    }
+}
