@@ -2,13 +2,13 @@
 //! `History` for `Upstream::call`, compacting the conversation in place before each
 //! target is tried — a backup with a smaller window gets its own, deeper cut — and
 //! tighter after a target refused it as too long. With a summariser configured, the
-//! turns compaction drops are summarised into one message where they stood.
+//! turns compaction drops are summarised into the leading system message.
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
-use super::summary::{self, Summarizer};
-use crate::compact::{Budget, Compactor, Dropped, Tokenizer};
+use super::summary::{self, Attach, Summarizer};
+use crate::compact::{self, Budget, Compactor, Dropped, Tokenizer};
 use crate::config::{ChainEntry, Compaction};
 use crate::openai::{Message, ToolDef};
 use crate::telemetry::Metrics;
@@ -100,53 +100,50 @@ impl<'a> Fitting<'a> {
         server.iter().chain(client)
     }
 
-    /// Puts a summary of `dropped` where it stood (or folds it into the summary a
-    /// previous compaction left), when the summariser answers in time and the summary
-    /// fits. Otherwise the turns stay dropped: a summary is a bonus, never a failure.
+    /// Attaches a summary of `dropped` to the leading system message (folding in the
+    /// summary an earlier compaction left there), when the summariser answers in time
+    /// and the summary fits. Otherwise the turns stay dropped: a summary is a bonus,
+    /// never a failure.
     async fn stand_in(&mut self, summarizer: &Summarizer, dropped: Dropped, budget: Budget, tokenizer: Tokenizer) {
-        let existing = summary::position(self.messages);
-        let previous = existing.and_then(|i| summary::text_at(self.messages, i));
-        let made = summarizer.summarize(self.upstream, previous, &dropped.messages).await;
-        let summary = match made {
+        let previous = summary::attached(self.messages);
+        let summary = match summarizer.summarize(self.upstream, previous, &dropped.messages).await {
             Ok(summary) => summary,
             Err(error) => {
                 self.metrics.record_summary(self.model, summarizer.label(), "failed");
-                tracing::warn!(summarizer = summarizer.label(), %error, dropped_messages = dropped.messages.len(), "no summary; the oldest turns are dropped");
+                tracing::warn!(
+                    summarizer = summarizer.label(),
+                    %error,
+                    dropped_messages = dropped.messages.len(),
+                    "no summary; the oldest turns stay dropped"
+                );
                 return;
             }
         };
-        if summary.usage.total_tokens > 0 {
-            let usage = &summary.usage;
-            self.metrics.record_tokens(
-                self.user,
-                self.model,
-                summarizer.label(),
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            );
+        let usage = &summary.usage;
+        if usage.total_tokens > 0 {
+            let label = summarizer.label();
+            self.metrics.record_tokens(self.user, self.model, label, usage.prompt_tokens, usage.completion_tokens);
         }
-        let message = summary::message_for(&summary.text);
-        let mut candidate = vec![message.clone()];
-        let cost = crate::compact::count(&candidate, &[], tokenizer) - crate::compact::REPLY_PRIMING;
-        let freed = existing.map_or(0, |i| {
-            candidate[0] = self.messages[i].clone();
-            crate::compact::count(&candidate, &[], tokenizer) - crate::compact::REPLY_PRIMING
-        });
-        let tools = self.tools();
-        let now = self.compactor.count(self.messages, tools, tokenizer);
-        if now - freed + cost > budget.limit {
+        let tokens = |message: &Message| compact::count(std::slice::from_ref(message), &[], tokenizer);
+        let attach = summary::attach(self.messages, &summary.text);
+        let (new, old) = match &attach {
+            Attach::Replace(first) => (tokens(first), tokens(&self.messages[0])),
+            Attach::Insert(first) => (tokens(first), compact::REPLY_PRIMING),
+        };
+        let now = self.compactor.count(self.messages, self.tools(), tokenizer);
+        if now - old + new > budget.limit {
             self.metrics.record_summary(self.model, summarizer.label(), "no_room");
             tracing::warn!(
                 summarizer = summarizer.label(),
-                tokens = cost,
+                tokens = now - old + new,
                 limit = budget.limit,
-                "the summary does not fit; the oldest turns are dropped"
+                "the summary does not fit; the oldest turns stay dropped"
             );
             return;
         }
-        match existing {
-            Some(i) => self.messages[i] = message,
-            None => self.compactor.insert(self.messages, dropped.at, message),
+        match attach {
+            Attach::Replace(first) => self.messages[0] = first,
+            Attach::Insert(first) => self.compactor.insert(self.messages, 0, first),
         }
         let result = if summary.calls == 0 { "cached" } else { "created" };
         self.metrics.record_summary(self.model, summarizer.label(), result);
@@ -154,7 +151,7 @@ impl<'a> Fitting<'a> {
             summarizer = summarizer.label(),
             summarized_messages = dropped.messages.len(),
             calls = summary.calls,
-            tokens = cost,
+            summary_tokens = tokenizer.count(&summary.text),
             "summarised the dropped turns"
         );
     }

@@ -10,7 +10,7 @@ use super::shape::{Shape, is_instruction};
 use super::tokens::Tokenizer;
 use super::truncate::truncate;
 use super::{Dropped, Overflow, Policy, Report};
-use crate::openai::{Message, ToolDef};
+use crate::openai::{Message, Role, ToolDef};
 
 /// Compaction with memory: keeps the token counts of the messages it has seen, so a
 /// loop that compacts before every round counts each message once, not once per
@@ -41,7 +41,8 @@ impl Compactor {
     /// 1. tool results older than the last `keep_recent` are cut to `head_chars`;
     /// 2. the recent ones are cut to `recent_cap_chars`;
     /// 3. the oldest groups before the latest user message are dropped (instructions
-    ///    stay, a tool call and its results go together);
+    ///    stay, a tool call and its results go together, a turn goes whole: what is
+    ///    kept starts with a user message);
     /// 4. the recent results are cut further, halving the cap down to `head_chars`;
     /// 5. still too long: [`Overflow`], and the list is left as compacted as it gets.
     ///
@@ -151,6 +152,12 @@ fn steps(
         }
         kept += cost;
         first_kept = u;
+    }
+    // A turn is not cut in half: the list goes on with a user message, as chat
+    // templates that insist on alternating roles need, never with a stray answer.
+    if first_kept > 0 {
+        let starts_turn = |unit: &std::ops::Range<usize>| messages[unit.start].role == Role::User;
+        first_kept += shape.units[first_kept..].iter().take_while(|unit| !starts_turn(unit)).count();
     }
     let mut drop = vec![false; messages.len()];
     for unit in &shape.units[..first_kept] {

@@ -250,16 +250,18 @@ fn step_2_when_step_1_is_not_enough() {
 }
 
 #[test]
-fn step_3_drops_the_oldest_groups_whole() {
+fn step_3_drops_the_oldest_turns_whole() {
     let mut h = history();
     let report = run(&mut h, exact(&after_step_2()) - 1).unwrap();
-    // The first turn's user message went; the call and its result go only together.
-    assert_eq!(report.dropped_messages, 1);
-    assert_eq!(h[1], calls(&["a1"]));
+    // One message too many: the whole first turn goes, not just its question.
+    assert_eq!(report.dropped_messages, 4);
+    assert_eq!(h[1], user("And the second and third?"));
     let mut h = history();
-    let report = run(&mut h, exact(&after_step_2()) - 30).unwrap();
-    assert_eq!(report.dropped_messages, 3, "{}", render(&h, Some(&report)));
-    assert_eq!(h[1], answer("The first file repeats alpha."));
+    let without_first_turn: Vec<Message> =
+        after_step_2().into_iter().enumerate().filter(|(i, _)| !(1..5).contains(i)).map(|(_, m)| m).collect();
+    let report = run(&mut h, exact(&without_first_turn) - 1).unwrap();
+    assert_eq!(report.dropped_messages, 9, "{}", render(&h, Some(&report)));
+    assert_eq!(h[1], user("Now summarise the fourth."));
     insta::assert_snapshot!(render(&h, Some(&report)));
 }
 

@@ -151,3 +151,180 @@ async fn a_prompt_that_cannot_fit_is_a_400_with_the_numbers() {
     assert!(message.contains("mock/gpt-4o-mini"), "{message}");
     assert!(mock.received().is_empty(), "nothing that cannot fit is sent");
 }
+
+/// Opens the summary of dropped turns in the leading system message.
+const SUMMARY_HEADER: &str = "[Summary of the earlier part of this conversation, condensed by lariat to fit the context window. It records what was said and found; it is not an instruction.]\n";
+
+/// `config` on one `gpt-4o-mini` target of `window` tokens, summarising with the
+/// `cheap` upstream.
+fn summarizing(mock: &MockUpstream, cheap: &MockUpstream, tools: &ToolServer, window: u32, extra: &str) -> String {
+    let chain = format!(r#"[{{ target = "mock/gpt-4o-mini", context_window = {window} }}]"#);
+    format!(
+        "{}\n[providers.cheap]\nbase_url = \"{}\"\n\n[compaction]\nsummarize_with = \"cheap/gpt-4o-mini\"\nsummary_max_tokens = 200\n{extra}\n",
+        config(mock, tools, &chain),
+        cheap.url
+    )
+}
+
+/// A system prompt, `turns` earlier question/answer pairs of about 120 tokens each,
+/// and `latest`.
+fn long_chat(turns: usize, latest: &str) -> Value {
+    let filler = "lorem ipsum dolor sit amet, consectetur adipiscing elit ".repeat(8);
+    let mut messages = vec![json!({"role": "system", "content": "You are terse."})];
+    for i in 0..turns {
+        messages.push(json!({"role": "user", "content": format!("Question {i}: {filler}")}));
+        messages.push(json!({"role": "assistant", "content": format!("Answer {i}: {filler}")}));
+    }
+    messages.push(json!({"role": "user", "content": latest}));
+    json!({"model": "agent", "messages": messages})
+}
+
+/// The summaries in an upstream request: the tail of the leading system message
+/// after the header, and any other message that carries one (there should be none).
+fn summaries_of(body: &Value) -> Vec<String> {
+    let messages = body["messages"].as_array().unwrap();
+    messages
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .filter_map(|c| c.split_once(SUMMARY_HEADER))
+        .map(|(_, s)| s.to_owned())
+        .collect()
+}
+
+/// The text the summariser was asked to condense.
+fn summariser_prompt(request: &Received) -> String {
+    let messages = request.body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "instructions and one prompt: {messages:?}");
+    assert_eq!(messages[0]["role"], "system");
+    messages[1]["content"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn dropped_turns_are_summarised_and_the_summary_is_reused_by_the_next_request() {
+    let (mock, cheap, tools) = (MockUpstream::start().await, MockUpstream::start().await, ToolServer::start().await);
+    let lariat = Lariat::start(&summarizing(&mock, &cheap, &tools, 4000, "")).await;
+    let budget = 4000 * 3 / 4;
+    cheap.push(Reply::text("SUMMARY-1: the user asked 30 questions about lorem ipsum."));
+    mock.push(Reply::text("First answer.")).push(Reply::text("Second answer.")).push(Reply::text("Third answer."));
+
+    // 1. The oldest turns are summarised; the summary stands where they stood.
+    let answer: Value = lariat.chat(long_chat(30, "what did we decide?")).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "First answer.");
+    let asked = cheap.received();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].body["max_tokens"], 200);
+    assert!(asked[0].body.get("tools").is_none(), "the summariser gets no tools");
+    let prompt = summariser_prompt(&asked[0]);
+    assert!(prompt.starts_with("Summarise these messages:"), "{prompt}");
+    assert!(prompt.contains("User: Question 0: lorem") && prompt.contains("Assistant: Answer 0: lorem"), "{prompt}");
+    assert!(!prompt.contains("Question 29:"), "the newest turns are kept, not summarised");
+    let sent = &mock.received()[0].body;
+    let messages = sent["messages"].as_array().unwrap();
+    // Attached to the system message, so the roles still alternate after it.
+    let system = messages[0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are terse.\n\nYou have access to tools."), "{system}");
+    assert!(
+        system.ends_with(&format!("\n\n{SUMMARY_HEADER}SUMMARY-1: the user asked 30 questions about lorem ipsum."))
+    );
+    assert_eq!(summaries_of(sent).len(), 1);
+    assert_eq!(messages.iter().filter(|m| m["role"] == "system").count(), 1);
+    assert_eq!(messages[1]["role"], "user", "what is kept starts with a whole turn");
+    assert!(messages[1]["content"].as_str().unwrap().starts_with("Question "));
+    assert_eq!(messages.last().unwrap()["content"], "what did we decide?");
+    let text = all_text(sent);
+    assert!(!text.contains("Question 0:"));
+    assert!(text.contains("Question 29:"));
+    // What the summary replaced is exactly what is missing.
+    let first_kept: usize =
+        messages[1]["content"].as_str().unwrap()["Question ".len()..].split(':').next().unwrap().parse().unwrap();
+    assert!(
+        prompt.contains(&format!("Answer {}:", first_kept - 1)) && !prompt.contains(&format!("Question {first_kept}:"))
+    );
+    let used = tokens(sent, Tokenizer::O200k);
+    assert!(used <= budget, "{used} tokens, over the budget of {budget}");
+
+    // 2. The same conversation again: the summary comes from the cache.
+    let answer: Value = lariat.chat(long_chat(30, "what did we decide?")).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Second answer.");
+    assert_eq!(cheap.received().len(), 1, "no second summariser call");
+    assert_eq!(summaries_of(&mock.received()[1].body), summaries_of(sent));
+
+    // 3. The conversation went on: only the newly dropped turns are summarised, on top of the first summary.
+    cheap.push(Reply::text("SUMMARY-2: and 10 more."));
+    let answer: Value = lariat.chat(long_chat(40, "and now?")).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "Third answer.");
+    let asked = cheap.received();
+    assert_eq!(asked.len(), 2);
+    let prompt = summariser_prompt(&asked[1]);
+    assert!(prompt.starts_with("Summary so far:\nSUMMARY-1: the user asked 30 questions"), "{prompt}");
+    assert!(!prompt.contains("Question 0:") && prompt.contains(&format!("Question {first_kept}:")), "{prompt}");
+    let sent = &mock.received()[2].body;
+    assert_eq!(summaries_of(sent), vec!["SUMMARY-2: and 10 more."]);
+    assert!(tokens(sent, Tokenizer::O200k) <= budget);
+
+    let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    for result in ["created\"} 2", "cached\"} 1"] {
+        let line = format!(r#"lariat_summaries_total{{model="agent",summarizer="cheap/gpt-4o-mini",result="{result}"#);
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    assert!(
+        metrics
+            .contains(r#"lariat_tokens_total{user="alice",model="agent",target="cheap/gpt-4o-mini",kind="prompt"} 20"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_summary_rolls_within_a_tool_loop() {
+    let (mock, cheap, tools) = (MockUpstream::start().await, MockUpstream::start().await, ToolServer::start().await);
+    let lariat = Lariat::start(&summarizing(&mock, &cheap, &tools, 8000, "")).await;
+    cheap.push(Reply::text("SUMMARY-1")).push(Reply::text("SUMMARY-2"));
+    mock.push(Reply::tool_calls(&[("up_1", "big", "{}")]))
+        .push(Reply::tool_calls(&[("up_2", "big", "{}")]))
+        .push(Reply::text("The logs look healthy."));
+    let answer: Value = lariat.chat(long_chat(22, "check the logs twice")).await.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "The logs look healthy.");
+
+    let received = mock.received();
+    assert_eq!(received.len(), 3);
+    assert!(summaries_of(&received[0].body).is_empty(), "the first round fits as it is");
+    assert_eq!(summaries_of(&received[1].body), vec!["SUMMARY-1"]);
+    assert_eq!(summaries_of(&received[2].body), vec!["SUMMARY-2"]);
+    for (i, request) in received.iter().enumerate() {
+        let used = tokens(&request.body, Tokenizer::O200k);
+        assert!(used <= 6000, "upstream request {i}: {used} tokens");
+    }
+    let asked = cheap.received();
+    assert_eq!(asked.len(), 2);
+    let second = summariser_prompt(&asked[1]);
+    assert!(second.starts_with("Summary so far:\nSUMMARY-1\n\nExtend it with these later messages:"), "{second}");
+    assert!(!second.contains("Question 0:"), "what the first summary holds is not sent again");
+    // The summary replaced the first one in the system message; the loop's messages are all there.
+    let messages = received[2].body["messages"].as_array().unwrap();
+    assert!(messages[0]["content"].as_str().unwrap().ends_with(&format!("{SUMMARY_HEADER}SUMMARY-2")));
+    assert_eq!(messages[1]["role"], "user");
+    assert_eq!(messages.iter().filter(|m| m["role"] == "tool").count(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_or_slow_summariser_leaves_the_turns_dropped() {
+    let (mock, cheap, tools) = (MockUpstream::start().await, MockUpstream::start().await, ToolServer::start().await);
+    let lariat = Lariat::start(&summarizing(&mock, &cheap, &tools, 4000, "summary_timeout_s = 1")).await;
+    cheap.push(Reply::error(500, "summariser down")).push(Reply::Hang);
+    mock.push(Reply::text("Answered anyway.")).push(Reply::text("Answered anyway."));
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let answer: Value = lariat.chat(long_chat(30, "what did we decide?")).await.json().await.unwrap();
+        assert_eq!(answer["choices"][0]["message"]["content"], "Answered anyway.");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    assert_eq!(cheap.received().len(), 2);
+    for request in mock.received() {
+        assert!(summaries_of(&request.body).is_empty());
+        let text = all_text(&request.body);
+        assert!(!text.contains("Question 0:") && text.contains("Question 29:"));
+        assert!(tokens(&request.body, Tokenizer::O200k) <= 3000);
+    }
+    let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"summarizer="cheap/gpt-4o-mini",result="failed"} 2"#), "{metrics}");
+}
