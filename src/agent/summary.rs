@@ -94,29 +94,41 @@ impl Summarizer {
     }
 
     /// The summary continuing `previous` (the text of the summary already in the
-    /// conversation, if any) with `dropped`, oldest first.
+    /// conversation, if any) with `dropped`, oldest first. Concurrent requests for
+    /// the same summary (a client's background requests resend the conversation
+    /// alongside it) wait for one summariser run.
     pub async fn summarize(
         &self,
         upstream: &Upstream,
         previous: Option<&str>,
         dropped: &[Message],
-    ) -> Result<Summary, SummaryError> {
+    ) -> Result<Summary, Arc<SummaryError>> {
+        let keys = self.keys(previous, dropped);
+        let Some(&last) = keys.last() else { return Err(Arc::new(SummaryError::Empty)) };
         let timeout = self.settings.timeout;
-        tokio::time::timeout(timeout, self.summarize_now(upstream, previous, dropped))
-            .await
-            .map_err(|_| SummaryError::Timeout(timeout))?
+        let mut spent = None;
+        let made = self.cache.try_get_with(last, async {
+            let run = tokio::time::timeout(timeout, self.extend(upstream, previous, dropped, &keys));
+            let (text, calls, usage) = run.await.map_err(|_| SummaryError::Timeout(timeout))??;
+            spent = Some((calls, usage));
+            Ok(text)
+        });
+        let text = made.await?;
+        let (calls, usage) = spent.unwrap_or_default();
+        Ok(Summary { text, calls, usage })
     }
 
-    async fn summarize_now(
+    /// Summarises what the cache does not hold yet: from the longest prefix of
+    /// `dropped` already summarised (here or by an earlier request), chunk by chunk.
+    async fn extend(
         &self,
         upstream: &Upstream,
         previous: Option<&str>,
         dropped: &[Message],
-    ) -> Result<Summary, SummaryError> {
-        let keys = self.keys(previous, dropped);
-        // The longest prefix of `dropped` already summarised, here or by an earlier request.
+        keys: &[[u8; 32]],
+    ) -> Result<(Arc<str>, usize, Usage), SummaryError> {
         let mut hit = None;
-        for i in (0..keys.len()).rev() {
+        for i in (0..keys.len() - 1).rev() {
             if let Some(text) = self.cache.get(&keys[i]).await {
                 hit = Some((i + 1, text));
                 break;
@@ -126,7 +138,7 @@ impl Summarizer {
             Some((done, text)) => (done, Some(text)),
             None => (0, previous.map(Arc::from)),
         };
-        let mut summary = Summary { text: Arc::from(""), calls: 0, usage: Usage::default() };
+        let (mut calls, mut usage) = (0, Usage::default());
         let entries = transcript(&dropped[start..], dropped);
         let chunks = self.chunks(&entries, text.as_deref());
         let skip = chunks.len().saturating_sub(MAX_CHUNKS);
@@ -138,17 +150,20 @@ impl Summarizer {
             );
         }
         for chunk in &chunks[skip..] {
-            let (next, usage) = self.call(upstream, text.as_deref(), &entries[chunk.clone()]).await?;
-            summary.calls += 1;
-            summary.usage.prompt_tokens += usage.prompt_tokens;
-            summary.usage.completion_tokens += usage.completion_tokens;
-            summary.usage.total_tokens += usage.total_tokens;
-            // Every chunk boundary is a prefix a later request may find.
-            self.cache.insert(keys[start + chunk.end - 1], next.clone()).await;
+            let (next, spent) = self.call(upstream, text.as_deref(), &entries[chunk.clone()]).await?;
+            calls += 1;
+            usage.prompt_tokens += spent.prompt_tokens;
+            usage.completion_tokens += spent.completion_tokens;
+            usage.total_tokens += spent.total_tokens;
+            // Every chunk boundary is a prefix a later request may find (the last
+            // one is stored by `summarize`).
+            let boundary = start + chunk.end - 1;
+            if boundary + 1 < keys.len() {
+                self.cache.insert(keys[boundary], next.clone()).await;
+            }
             text = Some(next);
         }
-        summary.text = text.ok_or(SummaryError::Empty)?;
-        Ok(summary)
+        Ok((text.ok_or(SummaryError::Empty)?, calls, usage))
     }
 
     /// The cache key after each dropped message: a hash chain seeded with the

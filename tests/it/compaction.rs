@@ -328,3 +328,24 @@ async fn a_failing_or_slow_summariser_leaves_the_turns_dropped() {
     let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"summarizer="cheap/gpt-4o-mini",result="failed"} 2"#), "{metrics}");
 }
+
+#[tokio::test]
+async fn concurrent_requests_of_one_conversation_share_one_summariser_run() {
+    let (mock, cheap, tools) = (MockUpstream::start().await, MockUpstream::start().await, ToolServer::start().await);
+    let lariat = Lariat::start(&summarizing(&mock, &cheap, &tools, 4000, "")).await;
+    // A client's background requests (titles, tags) resend the conversation alongside the chat.
+    cheap.push(Reply::Delayed(std::time::Duration::from_millis(500), Box::new(Reply::text("SUMMARY-ONCE"))));
+    mock.always(Reply::text("Done."));
+    let requests = (0..3).map(|_| lariat.chat(long_chat(30, "what did we decide?")));
+    for response in futures::future::join_all(requests).await {
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(cheap.received().len(), 1, "one summariser run for three requests");
+    let received = mock.received();
+    assert_eq!(received.len(), 3);
+    for request in &received {
+        assert_eq!(summaries_of(&request.body), vec!["SUMMARY-ONCE"]);
+    }
+    let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"result="created"} 1"#) && metrics.contains(r#"result="cached"} 2"#), "{metrics}");
+}

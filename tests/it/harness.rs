@@ -32,6 +32,8 @@ pub enum Reply {
     Sse(Vec<Step>),
     /// Never answers.
     Hang,
+    /// Another reply, after a pause.
+    Delayed(Duration, Box<Reply>),
 }
 
 /// One step of a scripted SSE body.
@@ -170,9 +172,13 @@ async fn handle(State(state): State<Arc<MockState>>, uri: http::Uri, headers: He
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.received.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body });
     let reply = state.script.lock().unwrap().pop_front().or_else(|| state.fallback.lock().unwrap().clone());
-    let Some(reply) = reply else {
+    let Some(mut reply) = reply else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "mock upstream: no reply scripted").into_response();
     };
+    while let Reply::Delayed(pause, inner) = reply {
+        tokio::time::sleep(pause).await;
+        reply = *inner;
+    }
     match reply {
         Reply::Json { status, body, headers } => {
             let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
@@ -185,6 +191,7 @@ async fn handle(State(state): State<Arc<MockState>>, uri: http::Uri, headers: He
             (StatusCode::from_u16(status).unwrap(), [(http::header::CONTENT_TYPE, content_type)], body).into_response()
         }
         Reply::Hang => std::future::pending().await,
+        Reply::Delayed(..) => unreachable!("unwrapped above"),
         Reply::Sse(steps) => {
             let guard = DropGuard { state: Some(state.clone()) };
             let body = futures::stream::unfold((steps.into_iter(), guard), |(mut steps, guard)| async move {
