@@ -71,6 +71,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     if config.keys.is_empty() {
         println!("no [[keys]]: lariat serves without authentication, on loopback only");
     }
+    match (&config.compaction.summarize, config.compaction.enabled) {
+        (_, false) => println!("compaction: off"),
+        (Some(summarize), true) => println!("compaction: on, dropped turns summarised by {}", summarize.target.label()),
+        (None, true) => println!("compaction: on, dropped turns are not summarised"),
+    }
     let problems = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(check_tools(path, &config)),
         Err(e) => {

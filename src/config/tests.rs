@@ -120,3 +120,26 @@ fn chain_entries_are_checked_one_by_one() {
             .any(|(k, _)| k == "models.m.chain")
     );
 }
+
+#[test]
+fn summaries_are_off_by_default_and_take_a_chain_entry() {
+    assert!(load(BASE).unwrap().compaction.summarize.is_none());
+    let c = load(&format!("{BASE}\n[compaction]\nsummarize_with = \"webui/llama3:8b\"\n")).unwrap();
+    let summarize = c.compaction.summarize.unwrap();
+    assert_eq!(summarize.target.label(), "webui/llama3:8b");
+    assert_eq!((summarize.max_tokens, summarize.timeout), (512, std::time::Duration::from_secs(30)));
+    let table = "[compaction]\nsummarize_with = { target = \"openai/gpt-4o-mini\", context_window = 16384 }\nsummary_max_tokens = 300\nsummary_timeout_s = 5";
+    let summarize = load(&format!("{BASE}\n{table}\n")).unwrap().compaction.summarize.unwrap();
+    assert_eq!((summarize.target.context_window, summarize.max_tokens), (Some(16384), 300));
+    let bad = "[compaction]\nsummarize_with = \"nowhere/x\"\nsummary_max_tokens = 0\nsummary_timeout_s = -1";
+    let found = errors(&format!("{BASE}\n{bad}\n"));
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    let expected =
+        ["compaction.summarize_with.target", "compaction.summary_max_tokens", "compaction.summary_timeout_s"];
+    assert_eq!(keys, expected, "{found:?}");
+    assert!(found[0].1.contains("unknown provider `nowhere`"));
+    let bad = "[compaction]\nsummarize_with = \"openai/x\"\nsummary_max_tokens = 0\nsummary_timeout_s = -1";
+    let found = errors(&format!("{BASE}\n{bad}\n"));
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["compaction.summary_max_tokens", "compaction.summary_timeout_s"], "{found:?}");
+}

@@ -233,12 +233,12 @@ fn summarize(
     max_tokens: u32,
     timeout_s: f64,
 ) -> Option<Summarize> {
-    let target = chain_entry(c, providers, "compaction.summarize_with", target?)?;
+    let target = chain_entry(c, providers, "compaction.summarize_with", target?);
     if max_tokens == 0 {
         c.err("compaction.summary_max_tokens", "must be at least 1");
     }
     let timeout = c.duration("compaction.summary_timeout_s", Some(timeout_s), 30.0);
-    Some(Summarize { target, max_tokens, timeout })
+    Some(Summarize { target: target?, max_tokens, timeout })
 }
 
 fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32) -> Provider {
