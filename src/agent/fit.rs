@@ -135,7 +135,7 @@ impl<'a> Fitting<'a> {
             self.metrics.record_summary(self.model, summarizer.label(), "no_room");
             tracing::warn!(
                 summarizer = summarizer.label(),
-                tokens = now - old + new,
+                tokens_with_summary = now - old + new,
                 limit = budget.limit,
                 "the summary does not fit; the oldest turns stay dropped"
             );
