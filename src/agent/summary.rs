@@ -8,7 +8,9 @@
 //! newly dropped turns are condensed into the next one. They are cached by content —
 //! a hash chain over the dropped messages — so the next request of the same
 //! conversation, which resends the whole history and drops the same turns again,
-//! reuses the summary and pays only for what was dropped since.
+//! reuses the summary and pays only for what was dropped since. With the Redis
+//! store, replicas share them: a conversation whose requests land on different
+//! replicas is summarised once, not once per replica.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use crate::compact::{Budget, MESSAGE_OVERHEAD, Tokenizer, truncate};
 use crate::config::Summarize;
 use crate::error::ApiError;
 use crate::openai::{Message, Role, Usage};
+use crate::store::Store;
 use crate::upstream::{Fixed, Params, Reply, Route, Upstream};
 
 /// Opens the summary in the system message; how a later compaction finds it. It
@@ -43,6 +46,9 @@ const MAX_CHUNKS: usize = 4;
 /// Summaries kept across requests, by total bytes.
 const CACHE_BYTES: u64 = 32 << 20;
 const CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(3_600);
+/// How long a summary shared through the store lives: a conversation resumed the
+/// next day still finds it.
+const SHARED_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3_600);
 
 /// Why no summary could be made; the turns are then dropped as without a summariser.
 #[derive(Debug, thiserror::Error)]
@@ -69,16 +75,19 @@ pub struct Summarizer {
     settings: Summarize,
     /// Hash of (previous summary, dropped messages up to some point) → summary.
     cache: moka::future::Cache<[u8; 32], Arc<str>>,
+    /// The same, shared with the other replicas (the Redis store), under
+    /// `summary:<hex of the hash>`. Best effort: an outage only costs summaries.
+    shared: Option<Store>,
 }
 
 impl Summarizer {
-    pub fn new(settings: Summarize) -> Self {
+    pub fn new(settings: Summarize, shared: Option<Store>) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(CACHE_BYTES)
             .weigher(|_, text: &Arc<str>| u32::try_from(text.len()).unwrap_or(u32::MAX))
             .time_to_idle(CACHE_IDLE)
             .build();
-        Self { settings, cache }
+        Self { settings, cache, shared }
     }
 
     pub fn label(&self) -> &str {
@@ -134,6 +143,11 @@ impl Summarizer {
                 break;
             }
         }
+        if let Some((done, text)) = self.shared_hit(keys).await
+            && hit.as_ref().is_none_or(|(local, _)| done > *local)
+        {
+            hit = Some((done, text));
+        }
         let (start, mut text): (usize, Option<Arc<str>>) = match hit {
             Some((done, text)) => (done, Some(text)),
             None => (0, previous.map(Arc::from)),
@@ -156,14 +170,38 @@ impl Summarizer {
             usage.completion_tokens += spent.completion_tokens;
             usage.total_tokens += spent.total_tokens;
             // Every chunk boundary is a prefix a later request may find (the last
-            // one is stored by `summarize`).
+            // one is cached here by `summarize`).
             let boundary = start + chunk.end - 1;
             if boundary + 1 < keys.len() {
                 self.cache.insert(keys[boundary], next.clone()).await;
             }
+            self.share(&keys[boundary], &next).await;
             text = Some(next);
         }
         Ok((text.ok_or(SummaryError::Empty)?, calls, usage))
+    }
+
+    /// The longest prefix another replica summarised, from one round trip.
+    async fn shared_hit(&self, keys: &[[u8; 32]]) -> Option<(usize, Arc<str>)> {
+        let store = self.shared.as_ref()?;
+        let names: Vec<String> = keys.iter().map(shared_key).collect();
+        let found = match store.get_many(&names).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read shared summaries; summarising here");
+                return None;
+            }
+        };
+        let (i, text) = found.into_iter().enumerate().rev().find_map(|(i, value)| Some((i, value?)))?;
+        let text = String::from_utf8(text).ok()?;
+        Some((i + 1, Arc::from(text)))
+    }
+
+    async fn share(&self, key: &[u8; 32], text: &str) {
+        let Some(store) = &self.shared else { return };
+        if let Err(error) = store.put(&shared_key(key), text.as_bytes().to_vec(), SHARED_TTL).await {
+            tracing::warn!(%error, "cannot share a summary with the other replicas");
+        }
     }
 
     /// The cache key after each dropped message: a hash chain seeded with the
@@ -242,6 +280,10 @@ impl Summarizer {
             None => Err(SummaryError::Empty),
         }
     }
+}
+
+fn shared_key(key: &[u8; 32]) -> String {
+    format!("summary:{}", hex::encode(key))
 }
 
 /// OpenAI's reasoning models refuse `max_tokens`; everything else knows it.

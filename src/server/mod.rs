@@ -68,7 +68,9 @@ impl AppState {
             ),
             compaction: config.compaction.clone(),
         };
-        let summarizer = config.compaction.summarize.clone().map(crate::agent::Summarizer::new);
+        // Through Redis, replicas share summaries; in memory, the summariser's own cache is enough.
+        let shared = matches!(store, Store::Redis(_)).then(|| store.clone());
+        let summarizer = config.compaction.summarize.clone().map(|s| crate::agent::Summarizer::new(s, shared));
         Ok(Arc::new(Self {
             keys: Keys::new(&config.keys),
             agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings, summarizer }),

@@ -1,4 +1,5 @@
-//! Where suspended loops wait: client-tool rounds now, confirmation checkpoints next.
+//! Where suspended loops wait (client-tool rounds, confirmation checkpoints), and
+//! where replicas share summaries of dropped turns.
 //!
 //! Values are opaque bytes (the callers serialise versioned types), so every backend
 //! stores the same thing and a value written by one replica reads on another.
@@ -96,6 +97,14 @@ impl Store {
         match self {
             Self::Memory(m) => Ok(m.get(key).await),
             Self::Redis(r) => r.get(key).await,
+        }
+    }
+
+    /// [`Store::get`] of many keys in one round trip, in order.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(futures::future::join_all(keys.iter().map(|key| m.get(key))).await),
+            Self::Redis(r) => r.get_many(keys).await,
         }
     }
 }

@@ -91,6 +91,17 @@ impl RedisStore {
         self.run(&cmd).await
     }
 
+    pub(super) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = ::redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        self.run(&cmd).await
+    }
+
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         self.run(&::redis::cmd("PING")).await
     }
@@ -102,7 +113,7 @@ impl RedisStore {
     /// Runs one command. A command that met a lost or refused connection is sent once
     /// more: the manager has begun reconnecting by then, so a Redis that is back is
     /// used at once instead of failing one more request. Sending twice is safe for the
-    /// commands above: SET and GET are idempotent, and a GETDEL that already ran
+    /// commands above: SET, GET and MGET are idempotent, and a GETDEL that already ran
     /// returns nothing the second time, so a value is still handed out at most once.
     async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         let mut retried = false;

@@ -349,3 +349,38 @@ async fn concurrent_requests_of_one_conversation_share_one_summariser_run() {
     let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"result="created"} 1"#) && metrics.contains(r#"result="cached"} 2"#), "{metrics}");
 }
+
+/// Behind a load balancer a conversation's requests land on different replicas:
+/// through the Redis store, a summary made on one is reused by the other.
+#[tokio::test]
+async fn replicas_share_summaries_through_redis() {
+    let Some(mut redis) = crate::redis_server::RedisServer::start().await else { return };
+    let (mock, cheap, tools) = (MockUpstream::start().await, MockUpstream::start().await, ToolServer::start().await);
+    let store = format!("[store]\nkind = \"redis\"\nurl = \"{}\"\nprefix = \"it-summary:\"\n", redis.url());
+    let config = format!("{}\n{store}", summarizing(&mock, &cheap, &tools, 4000, ""));
+    let (a, b) = (Lariat::start(&config).await, Lariat::start(&config).await);
+    cheap.push(Reply::text("SUMMARY-SHARED"));
+    mock.always(Reply::text("Done."));
+    assert_eq!(a.chat(long_chat(30, "what did we decide?")).await.status(), 200);
+    assert_eq!(b.chat(long_chat(30, "what did we decide?")).await.status(), 200);
+    assert_eq!(cheap.received().len(), 1, "the second replica reuses the first one's summary");
+    for request in mock.received() {
+        assert_eq!(summaries_of(&request.body), vec!["SUMMARY-SHARED"]);
+    }
+    // The conversation goes on, on the second replica: only the newly dropped turns are sent.
+    cheap.push(Reply::text("SUMMARY-LATER"));
+    assert_eq!(b.chat(long_chat(40, "and now?")).await.status(), 200);
+    let asked = cheap.received();
+    assert_eq!(asked.len(), 2);
+    let prompt = summariser_prompt(&asked[1]);
+    assert!(prompt.starts_with("Summary so far:\nSUMMARY-SHARED") && !prompt.contains("Question 0:"), "{prompt}");
+    let metrics = b.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"result="cached"} 1"#), "{metrics}");
+
+    // Redis going away costs summaries, never requests.
+    redis.stop();
+    cheap.push(Reply::text("SUMMARY-LOCAL"));
+    let response = a.chat(long_chat(50, "still there?")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(summaries_of(&mock.received().last().unwrap().body), vec!["SUMMARY-LOCAL"]);
+}

@@ -66,6 +66,13 @@ async fn suite(store: &Store) {
     assert_eq!(store.get("c").await.unwrap(), Some(b"new".to_vec()), "the replacing put's TTL counts");
     assert_eq!(store.take("c").await.unwrap(), Some(b"new".to_vec()));
 
+    // get_many: one answer per key, in order, missing ones None.
+    assert_eq!(store.get_many(&[]).await.unwrap(), Vec::<Option<Vec<u8>>>::new());
+    store.put("m1", b"x".to_vec(), LONG).await.unwrap();
+    store.put("m3", b"z".to_vec(), LONG).await.unwrap();
+    let keys: Vec<String> = ["m1", "m2", "m3"].map(String::from).to_vec();
+    assert_eq!(store.get_many(&keys).await.unwrap(), [Some(b"x".to_vec()), None, Some(b"z".to_vec())]);
+
     take_races(store, store).await;
 }
 
