@@ -311,14 +311,11 @@ impl<'a, 't> Tally<'a, 't> {
             self.upper -= entry.known();
             self.lower -= entry.exact.unwrap_or(MESSAGE_OVERHEAD);
         }
-        let at = drop.iter().position(|out| *out).unwrap_or(messages.len());
-        let (mut kept, mut gone) = (Vec::with_capacity(messages.len()), Vec::new());
-        for (message, out) in std::mem::take(messages).into_iter().zip(drop.iter().chain(std::iter::repeat(&false))) {
-            if *out { gone.push(message) } else { kept.push(message) }
-        }
+        let mut flags = drop.iter();
+        let (gone, kept) = std::mem::take(messages).into_iter().partition(|_| flags.next() == Some(&true));
         *messages = kept;
         let mut flags = drop.iter();
         self.ledger.messages.retain(|_| flags.next() != Some(&true));
-        Dropped { at, messages: gone }
+        Dropped { messages: gone }
     }
 }

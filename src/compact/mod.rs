@@ -105,8 +105,6 @@ impl Report {
 /// (see [`Compactor::compact_keeping`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dropped {
-    /// Where they stood: the index in the compacted list a summary belongs at.
-    pub at: usize,
     /// Oldest first, as compacted (old tool results already cut).
     pub messages: Vec<Message>,
 }
