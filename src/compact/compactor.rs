@@ -57,9 +57,9 @@ impl Compactor {
         self.compact_keeping(messages, tools, budget, tokenizer, 0).map(|(report, _)| report)
     }
 
-    /// [`Compactor::compact`] for a caller that puts a summary where step 3 dropped
-    /// groups: the dropped messages are handed back, and if step 3 drops anything it
-    /// makes `reserve` more tokens of room, for the summary to fit beside the rest.
+    /// [`Compactor::compact`] for a caller that has the groups step 3 drops
+    /// summarised: they are handed back, and if step 3 drops anything it makes
+    /// `reserve` more tokens of room, for the summary to fit beside the rest.
     pub fn compact_keeping<'t>(
         &mut self,
         messages: &mut Vec<Message>,
@@ -82,8 +82,8 @@ impl Compactor {
         result.map(|dropped| (report, dropped))
     }
 
-    /// Inserts `message` at `at` (a summary where [`Dropped`] groups stood) keeping the
-    /// counts of the messages after it.
+    /// Inserts `message` at `at` (a summary, when there is no system message to
+    /// attach it to), keeping the counts of the messages after it.
     pub fn insert(&mut self, messages: &mut Vec<Message>, at: usize, message: Message) {
         self.ledger.insert(at, &message);
         messages.insert(at, message);
