@@ -1,10 +1,13 @@
-//! What a request can fail with. Status, OpenAI `type`, `code` and the metric label of
-//! each variant come from one exhaustive `match`, so they can never disagree.
+//! What a request can fail with, as the client sees it. Status, OpenAI `type`,
+//! `code` and the metric label of each variant come from one exhaustive `match`,
+//! so they can never disagree; the errors of `agent` and `upstream` are mapped here
+//! and nowhere else.
 
 use http::StatusCode;
 use serde_json::json;
 
-use crate::upstream::Attempt;
+use crate::agent;
+use crate::upstream::{self, Attempt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,16 +31,23 @@ pub enum ApiError {
     /// message is passed on because it describes the client's own request.
     #[error("{message}")]
     UpstreamRejected { status: StatusCode, message: String, code: Option<String>, param: Option<String> },
-    #[error("{}", describe_attempts("rate limited by every upstream", .0))]
+    #[error("{}", upstream::describe_attempts("rate limited by every upstream", .0))]
     RateLimited(Vec<Attempt>),
-    #[error("{}", describe_attempts("every upstream failed", .0))]
+    #[error("{}", upstream::describe_attempts("every upstream failed", .0))]
     UpstreamFailed(Vec<Attempt>),
-    #[error("{}", describe_attempts("every upstream timed out", .0))]
+    #[error("{}", upstream::describe_attempts("every upstream timed out", .0))]
     UpstreamTimeout(Vec<Attempt>),
     #[error("{0}")]
     ContextLengthExceeded(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The store of paused conversations failed: the client learns that and that
+    /// nothing ran; the cause (with addresses) goes to the log only.
+    #[error(
+        "lariat's store for paused conversations is unreachable right now, so this request cannot be handled \
+         safely; nothing was run. Try again shortly."
+    )]
+    StoreUnavailable(#[source] crate::store::StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -71,7 +81,9 @@ impl ApiError {
             Self::ContextLengthExceeded(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", "context_length_exceeded")
             }
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "unavailable"),
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", "unavailable")
+            }
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
         }
     }
@@ -89,31 +101,53 @@ impl ApiError {
         };
         json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
     }
-}
 
-/// The innermost cause of an error: HTTP clients' top-level messages name the URL
-/// only, the cause says what happened (connection refused, reset, …).
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-/// `headline: a/x (3 attempts) → HTTP 503: busy; b/y → connection failed: ...`:
-/// each target once, with its attempt count and its last failure.
-pub fn describe_attempts(headline: &str, attempts: &[Attempt]) -> String {
-    let mut out = String::from(headline);
-    for (i, group) in attempts.chunk_by(|a, b| a.target == b.target).enumerate() {
-        let Some(last) = group.last() else { continue };
-        out.push_str(if i == 0 { ": " } else { "; " });
-        out.push_str(&last.target);
-        if group.len() > 1 {
-            out.push_str(&format!(" ({} attempts)", group.len()));
+    /// What the operator's log needs beyond the client's message: the cause the
+    /// client is not told.
+    pub fn cause(&self) -> Option<String> {
+        match self {
+            Self::StoreUnavailable(error) => Some(error.to_string()),
+            _ => None,
         }
-        out.push_str(" → ");
-        out.push_str(&last.failure.to_string());
     }
-    out
+
+    /// Logs the error once, at the edge where it leaves lariat (a response, or an
+    /// error event in a stream that already started).
+    pub fn log(&self, context: &'static str) {
+        let status = self.status();
+        let cause = self.cause();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, cause, "{context}");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, cause, "{context}");
+        }
+    }
+}
+
+impl From<upstream::Error> for ApiError {
+    fn from(error: upstream::Error) -> Self {
+        match error {
+            upstream::Error::Rejected { status, message, code, param } => Self::UpstreamRejected {
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                message,
+                code,
+                param,
+            },
+            upstream::Error::RateLimited(attempts) => Self::RateLimited(attempts),
+            upstream::Error::Failed(attempts) => Self::UpstreamFailed(attempts),
+            upstream::Error::TimedOut(attempts) => Self::UpstreamTimeout(attempts),
+            error @ upstream::Error::ContextLength(_) => Self::ContextLengthExceeded(error.to_string()),
+        }
+    }
+}
+
+impl From<agent::Error> for ApiError {
+    fn from(error: agent::Error) -> Self {
+        match error {
+            agent::Error::BadRequest { message, param } => Self::BadRequest { message, param: Some(param.into()) },
+            agent::Error::Upstream(error) => error.into(),
+            agent::Error::Store(error) => Self::StoreUnavailable(error),
+            agent::Error::Internal(message) => Self::Internal(message),
+        }
+    }
 }

@@ -14,8 +14,10 @@ pub mod agent;
 pub mod compact;
 pub mod upstream;
 
+pub mod clock;
 pub mod error;
 pub mod globs;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod tools;

@@ -13,6 +13,35 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+/// How one server tool call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolOutcome {
+    Ok,
+    Error,
+    Timeout,
+    /// The model called a tool that does not exist.
+    UnknownTool,
+    /// The arguments were not a JSON object.
+    BadArguments,
+}
+
+impl ToolOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::UnknownTool => "unknown_tool",
+            Self::BadArguments => "bad_arguments",
+        }
+    }
+
+    /// Whether the tool ran (its duration means something).
+    pub fn ran(self) -> bool {
+        matches!(self, Self::Ok | Self::Error | Self::Timeout)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Human,
@@ -227,9 +256,11 @@ impl Metrics {
         }
     }
 
-    pub fn record_tool_call(&self, tool: &str, outcome: &'static str, elapsed: Duration) {
-        self.tool_calls.get_or_create(&ToolLabels { tool: tool.into(), outcome }).inc();
-        if outcome == "ok" || outcome == "error" || outcome == "timeout" {
+    /// `tool` must be a configured name (or a fixed word such as `unknown`), never
+    /// one a model made up: label values stay bounded.
+    pub fn record_tool_call(&self, tool: &str, outcome: ToolOutcome, elapsed: Duration) {
+        self.tool_calls.get_or_create(&ToolLabels { tool: tool.into(), outcome: outcome.as_str() }).inc();
+        if outcome.ran() {
             self.tool_latency.get_or_create(&ToolNameLabels { tool: tool.into() }).observe(elapsed.as_secs_f64());
         }
     }

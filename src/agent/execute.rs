@@ -3,13 +3,20 @@
 //! call yields a tool result — a failure is data for the model, never an `Err`.
 //! Which calls may run at all (the confirmation gate) is decided before, by the loop.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::openai::{Message, Role, ToolCall};
+use super::events::{Event, ToolOutcome};
+use crate::openai::{Message, ToolCall};
 use crate::telemetry::Metrics;
+use crate::text::shorten;
 use crate::tools::ToolSet;
+
+/// Arguments in `ToolStarted` events are cut to this many characters.
+const EVENT_ARGUMENTS_CHARS: usize = 120;
 
 /// Who is asking, for the audit log.
 pub struct Audit<'a> {
@@ -22,36 +29,45 @@ pub struct Audit<'a> {
 pub struct Executor<'a> {
     pub tools: &'a ToolSet,
     /// Names of the client's own tools, for the "unknown tool" hint.
-    pub client_tools: &'a [String],
+    pub client_tools: &'a [&'a str],
     pub max_output_bytes: usize,
     pub metrics: &'a Metrics,
     pub audit: Audit<'a>,
+    pub events: &'a mpsc::Sender<Event>,
 }
 
 impl Executor<'_> {
     /// Tool results for `calls`, in the same order.
     pub async fn run(&self, calls: &[&ToolCall]) -> Vec<Message> {
         let runs = calls.iter().map(|call| async move {
-            let content = self.run_one(call).await;
-            tool_result(&call.id, content)
+            let (id, name) = (call.id.clone(), call.function.name.clone());
+            let arguments = crate::text::arguments(&call.function.arguments, EVENT_ARGUMENTS_CHARS);
+            let _ = self.events.send(Event::ToolStarted { id: id.clone(), name: name.clone(), arguments }).await;
+            let started = Instant::now();
+            let (outcome, content) = self.run_one(call).await;
+            let duration = started.elapsed();
+            let _ = self.events.send(Event::ToolFinished { id, name, outcome, duration }).await;
+            Message::tool_result(&call.id, content)
         });
         futures::future::join_all(runs).await
     }
 
-    async fn run_one(&self, call: &ToolCall) -> String {
+    async fn run_one(&self, call: &ToolCall) -> (ToolOutcome, String) {
         let name = call.function.name.as_str();
         let Some(tool) = self.tools.get(name) else {
-            self.metrics.record_tool_call(name, "unknown_tool", Duration::ZERO);
-            return self.unknown_tool(name);
+            // The model made the name up: it is no label value (metrics stay bounded).
+            self.metrics.record_tool_call("unknown", ToolOutcome::UnknownTool, Duration::ZERO);
+            return (ToolOutcome::UnknownTool, self.unknown_tool(name));
         };
         let args = match parse_arguments(&call.function.arguments) {
             Ok(args) => args,
             Err(problem) => {
-                self.metrics.record_tool_call(name, "bad_arguments", Duration::ZERO);
+                self.metrics.record_tool_call(name, ToolOutcome::BadArguments, Duration::ZERO);
                 tracing::info!(target: "lariat::audit", tool = name, user = self.audit.user, model = self.audit.model, outcome = "bad_arguments", "tool call refused");
-                return format!(
+                let message = format!(
                     "Error: the arguments for `{name}` {problem}. Call the tool again with a JSON object matching its parameters schema."
                 );
+                return (ToolOutcome::BadArguments, message);
             }
         };
         let started = Instant::now();
@@ -63,9 +79,9 @@ impl Executor<'_> {
         let result = tokio::time::timeout(tool.timeout, tool.call(args)).await;
         let elapsed = started.elapsed();
         let (outcome, content) = match result {
-            Ok(Ok(text)) => ("ok", cap(text, self.max_output_bytes)),
-            Ok(Err(e)) => ("error", format!("Tool error: {e}")),
-            Err(_) => ("timeout", format!("Tool error: `{name}` timed out after {:?}", tool.timeout)),
+            Ok(Ok(text)) => (ToolOutcome::Ok, cap(text, self.max_output_bytes)),
+            Ok(Err(e)) => (ToolOutcome::Error, format!("Tool error: {e}")),
+            Err(_) => (ToolOutcome::Timeout, format!("Tool error: `{name}` timed out after {:?}", tool.timeout)),
         };
         self.metrics.record_tool_call(name, outcome, elapsed);
         tracing::info!(
@@ -74,17 +90,17 @@ impl Executor<'_> {
             user = self.audit.user,
             model = self.audit.model,
             arguments = %logged_args,
-            outcome,
+            outcome = outcome.as_str(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             result_bytes = content.len(),
             "tool call"
         );
-        content
+        (outcome, content)
     }
 
     fn unknown_tool(&self, name: &str) -> String {
         let mut available: Vec<&str> = self.tools.names().collect();
-        available.extend(self.client_tools.iter().map(String::as_str));
+        available.extend(self.client_tools.iter().copied());
         format!("Error: there is no tool named `{name}`. Available tools: {}.", available.join(", "))
     }
 }
@@ -112,16 +128,6 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-pub fn tool_result(call_id: &str, content: String) -> Message {
-    Message {
-        role: Role::Tool,
-        content: Value::String(content),
-        tool_calls: None,
-        tool_call_id: Some(call_id.to_owned()),
-        rest: Map::new(),
-    }
-}
-
 /// Cuts `text` to at most `max` bytes (on a character boundary), saying how much went.
 fn cap(mut text: String, max: usize) -> String {
     if text.len() <= max {
@@ -135,13 +141,6 @@ fn cap(mut text: String, max: usize) -> String {
     text.truncate(end);
     text.push_str(&format!("\n…[output truncated: {omitted} bytes omitted]"));
     text
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Fitting each upstream call into its target's context budget (SPEC §6): the loop's
+//! Fitting each upstream call into its target's context budget: the loop's
 //! `History` for `Upstream::call`, compacting the conversation in place before each
 //! target is tried — a backup with a smaller window gets its own, deeper cut — and
 //! tighter after a target refused it as too long. With a summariser configured, the
@@ -6,13 +6,15 @@
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 
+use super::events::Event;
 use super::summary::{self, Attach, Summarizer};
 use crate::compact::{self, Budget, Compactor, Dropped, Tokenizer};
 use crate::config::{ChainEntry, Compaction};
 use crate::openai::{Message, ToolDef};
 use crate::telemetry::Metrics;
-use crate::upstream::{History, Upstream};
+use crate::upstream::{History, Model, Unfit};
 
 pub struct Fitting<'a> {
     pub messages: &'a mut Vec<Message>,
@@ -25,10 +27,12 @@ pub struct Fitting<'a> {
     pub settings: &'a Compaction,
     pub summarizer: Option<&'a Summarizer>,
     /// For the summariser's calls.
-    pub upstream: &'a Upstream,
+    pub upstream: &'a dyn Model,
     pub metrics: &'a Metrics,
     pub model: &'a str,
     pub user: &'a str,
+    /// Where compactions and fallbacks are announced.
+    pub events: &'a mpsc::Sender<Event>,
 }
 
 impl History for Fitting<'_> {
@@ -36,13 +40,18 @@ impl History for Fitting<'_> {
         self.messages
     }
 
-    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, String>> {
+    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, Unfit>> {
         Box::pin(self.fit_to(target, tighter))
+    }
+
+    fn fell_back(&mut self, from: &ChainEntry, to: &ChainEntry) {
+        // Progress only: with the face behind, losing the note costs nothing.
+        let _ = self.events.try_send(Event::Fallback { from: from.label.clone(), to: to.label.clone() });
     }
 }
 
 impl<'a> Fitting<'a> {
-    async fn fit_to(&mut self, target: &ChainEntry, tighter: bool) -> Result<bool, String> {
+    async fn fit_to(&mut self, target: &ChainEntry, tighter: bool) -> Result<bool, Unfit> {
         if !self.settings.enabled {
             return Ok(false);
         }
@@ -74,9 +83,19 @@ impl<'a> Fitting<'a> {
                     tighter,
                     "compacted the conversation to fit the target"
                 );
+                let dropped_messages = dropped.messages.len();
                 if let Some(summarizer) = self.summarizer.filter(|_| !dropped.is_empty()) {
                     self.stand_in(summarizer, dropped, budget, tokenizer).await;
                 }
+                let _ = self
+                    .events
+                    .send(Event::Compacted {
+                        target: target.label.clone(),
+                        tokens_before: report.tokens_before,
+                        tokens_after: report.tokens_after,
+                        dropped_messages,
+                    })
+                    .await;
                 Ok(true)
             }
             Err(overflow) => {
@@ -87,8 +106,7 @@ impl<'a> Fitting<'a> {
                     limit = overflow.limit,
                     "the conversation does not fit the target"
                 );
-                let window = window.map_or_else(|| "unknown".to_owned(), |w| w.to_string());
-                Err(format!("{overflow} (context window {window})"))
+                Err(Unfit { needed: overflow.needed, limit: overflow.limit, window })
             }
         }
     }

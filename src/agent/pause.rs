@@ -1,17 +1,16 @@
-//! Pausing a loop at the confirmation gate and reopening it: the checkpoint goes
-//! into the store, the human's reply takes it out (once), and a reply that finds
-//! nothing is told what happened.
+//! The confirmation gate's store side: a round with held calls becomes a checkpoint
+//! in the store and a question to the human; the human's reply takes it out (once),
+//! and a reply that finds nothing is told what happened.
 
-use futures::{Stream, StreamExt};
 use jiff::Timestamp;
-use serde_json::{Map, Value, json};
+use serde_json::Map;
 
 use super::confirm::{self, Checkpoint, RequestParams, Structured, Trace, TraceState, Verdict};
-use super::{Agent, Event, Final, LoopState, Relayed, Start, Turn, execute, order_like, round, unavailable};
+use super::engine::{Engine, Step};
+use super::events::{Confirmation, Ending, Event, Finished};
+use super::{Agent, Error};
 use crate::auth::Caller;
-use crate::config::VirtualModel;
-use crate::error::ApiError;
-use crate::openai::{Message, ToolCall};
+use crate::openai::{Content, Message, ToolCall};
 
 /// A checkpoint taken out of the store with the human's answer to it.
 pub struct Resume {
@@ -22,57 +21,56 @@ pub struct Resume {
     pub followup: Vec<Message>,
 }
 
-/// The reply a request carries, typed or structured.
-struct Answer {
+/// The human's reply a request carries, typed or structured.
+struct HumanReply {
     id: String,
     verdict: Verdict,
     followup: Vec<Message>,
 }
 
-impl Agent {
+impl Engine {
     /// Stores the round as a checkpoint; the held calls wait for the human.
     pub(super) async fn pause(
         &self,
-        turn: &Turn,
-        st: &LoopState,
         assistant: Message,
         results: Vec<Message>,
         held: Vec<ToolCall>,
-    ) -> Result<Checkpoint, ApiError> {
-        let ttl = self.settings.gate.ttl;
+    ) -> Result<Checkpoint, Error> {
+        let agent = &self.agent;
+        let ttl = agent.settings.gate.ttl;
         let now = Timestamp::now().as_second();
         let checkpoint = Checkpoint {
             version: confirm::VERSION,
             id: confirm::new_id(),
-            key_id: turn.caller.key_id.clone(),
-            user: turn.caller.user.clone(),
-            model: turn.model.name.clone(),
+            key_id: self.caller.key_id.clone(),
+            user: self.caller.user.clone(),
+            model: self.model.name.clone(),
             created_at: now,
             expires_at: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
-            messages: st.messages.clone(),
+            messages: self.messages.clone(),
             assistant,
             results,
             held,
-            rounds: st.rounds,
-            route: st.route,
+            rounds: self.progress.rounds,
+            route: self.progress.route,
             request: RequestParams {
-                client_tools: st.client_defs.clone(),
-                tool_choice: st.tool_choice.clone(),
-                rest: st.rest.clone(),
+                client_tools: self.request.client_defs.clone(),
+                tool_choice: self.request.tool_choice.clone(),
+                rest: self.request.rest.clone(),
             },
         };
         let bytes =
-            serde_json::to_vec(&checkpoint).map_err(|e| ApiError::Internal(format!("encoding a checkpoint: {e}")))?;
+            serde_json::to_vec(&checkpoint).map_err(|e| Error::Internal(format!("encoding a checkpoint: {e}")))?;
         let tools = tool_names(&checkpoint.held);
         let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Open };
-        self.put_trace(&checkpoint.id, &trace).await?;
-        self.store.put(&confirm::store_key(&checkpoint.id), bytes, ttl).await.map_err(unavailable)?;
+        agent.put_trace(&checkpoint.id, &trace).await?;
+        agent.store.put(&confirm::store_key(&checkpoint.id), bytes, ttl).await?;
         for (call, tool) in checkpoint.held.iter().zip(&tools) {
-            self.metrics.record_confirmation(tool, "created");
-            let arguments = if turn.off_record { "[off the record]" } else { call.function.arguments.as_str() };
+            agent.metrics.record_confirmation(tool, "created");
+            let arguments = if self.off_record { "[off the record]" } else { call.function.arguments.as_str() };
             tracing::info!(
                 target: "lariat::audit", event = "confirmation", outcome = "created", id = %checkpoint.id,
-                user = %turn.caller.user, model = %turn.model.name, tool, arguments, expires_at = checkpoint.expires_at,
+                user = %self.caller.user, model = %self.model.name, tool, arguments, expires_at = checkpoint.expires_at,
                 "tool call held for confirmation"
             );
         }
@@ -82,80 +80,58 @@ impl Agent {
     /// Asks the human: the model phrases the question (seeing placeholders for the
     /// held calls, and told to call nothing), then the footer with the marker. If
     /// the model cannot be reached a template stands in: the question is asked either
-    /// way, since the checkpoint is already stored. Chunks come out unrewritten.
-    pub(super) fn ask<'a>(
-        &'a self,
-        model: &'a VirtualModel,
-        turn: &'a Turn,
-        st: &'a mut LoopState,
-        checkpoint: Checkpoint,
-    ) -> impl Stream<Item = Event> + Send + 'a {
-        async_stream::stream! {
-            let depth = st.messages.len();
-            let placeholders = checkpoint.held.iter().map(|c| execute::tool_result(&c.id, confirm::PLACEHOLDER.into()));
-            let results = order_like(Some(&checkpoint.assistant), checkpoint.results.iter().cloned().chain(placeholders).collect());
-            st.messages.push(checkpoint.assistant.clone());
-            st.messages.extend(results);
-            let mut words = String::new();
-            let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
-            match self.call(model, &turn.caller.user, st, true).await {
-                Ok((reply, label, _)) => {
-                    let mut consumed = None;
-                    {
-                        let mut relayed = std::pin::pin!(Self::consume(reply, st));
-                        while let Some(item) = relayed.next().await {
-                            match item {
-                                Relayed::Chunk(chunk) => yield Event::Chunk(chunk),
-                                Relayed::Done(done) => consumed = Some(done),
-                            }
-                        }
-                    }
-                    if let Some(done) = consumed {
-                        let (round, cut) = self.account(turn, st, &label, *done);
-                        if let Some(error) = cut {
-                            tracing::warn!(%error, "the confirmation question was cut short; adding the footer to what arrived");
-                        }
-                        if let Value::String(text) = round.message.content {
-                            words = text;
-                        }
-                        (completion_rest, choice_rest) = (round.completion_rest, round.choice_rest);
-                    }
+    /// way, since the checkpoint is already stored.
+    pub(super) async fn ask(&mut self, checkpoint: Checkpoint) -> Step {
+        let depth = self.messages.len();
+        let placeholders =
+            checkpoint.held.iter().map(|c| Message::tool_result(&c.id, confirm::PLACEHOLDER.into()));
+        let results = checkpoint.results.iter().cloned().chain(placeholders).collect();
+        self.append_round(checkpoint.assistant.clone(), results);
+        let mut words = String::new();
+        let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
+        match self.upstream(true).await {
+            Ok((reply, target, _)) => {
+                let (round, cut) = self.relay(reply, &target).await;
+                if let Some(error) = cut {
+                    tracing::warn!(%error, "the confirmation question was cut short; adding the footer to what arrived");
                 }
-                Err(error) => tracing::warn!(%error, "the upstream could not phrase the confirmation question; using the template"),
+                if let Content::Text(text) = round.message.content {
+                    words = text;
+                }
+                (completion_rest, choice_rest) = (round.completion_rest, round.choice_rest);
             }
-            st.messages.truncate(depth);
-            let mut visible = String::new();
-            if words.trim().is_empty() {
-                words = confirm::template(&checkpoint.held);
-                visible = if st.content_sent { format!("\n\n{words}") } else { words.clone() };
+            Err(error) => {
+                tracing::warn!(%error, "the upstream could not phrase the confirmation question; using the template");
             }
-            let footer = confirm::footer(&checkpoint.held, &checkpoint.id, self.settings.gate.ttl);
-            visible.push_str(&footer);
-            let summary = json!({"confirmation": confirm::summary(&checkpoint)});
-            if st.client_streams {
-                let extra = Map::from_iter([("lariat".to_owned(), summary.clone())]);
-                yield Event::Chunk(round::text_chunk(visible, !st.role_sent, extra));
-                st.role_sent = true;
-            }
-            for chunk in self.ending(st, "stop") {
-                yield Event::Chunk(chunk);
-            }
-            self.metrics.record_rounds(&model.name, st.rounds);
-            let mut message = round::assistant(Value::String(words + &footer), None);
-            message.rest.insert("lariat".into(), summary);
-            yield Event::Finished(Box::new(Final {
-                message,
-                finish_reason: "stop".into(),
-                usage: st.usage.take(),
-                rounds: st.rounds,
-                round_limit: false,
-                completion_rest,
-                choice_rest,
-                confirmation: Some(checkpoint.id),
-            }));
         }
+        self.messages.truncate(depth);
+        let mut visible = String::new();
+        if words.trim().is_empty() {
+            words = confirm::template(&checkpoint.held);
+            visible = if self.progress.text_shown { format!("\n\n{words}") } else { words.clone() };
+        }
+        let footer = confirm::footer(&checkpoint.held, &checkpoint.id, self.agent.settings.gate.ttl);
+        visible.push_str(&footer);
+        let confirmation = Confirmation {
+            id: checkpoint.id.clone(),
+            tools: tool_names(&checkpoint.held),
+            expires_at: checkpoint.expires_at,
+        };
+        self.emit(Event::ConfirmationAsked { text: visible, confirmation: confirmation.clone() }).await;
+        Step::Answer(Box::new(Finished {
+            message: Message::assistant((words + &footer).into(), Vec::new()),
+            finish_reason: crate::openai::FinishReason::Stop,
+            usage: self.progress.usage.take(),
+            rounds: self.progress.rounds,
+            ended_by: Ending::Confirmation,
+            confirmation: Some(confirmation),
+            completion_rest,
+            choice_rest,
+        }))
     }
+}
 
+impl Agent {
     /// If the request answers a confirmation question: how the loop starts — resumed
     /// from the checkpoint, or with a message saying why nothing runs. `None` means
     /// an ordinary request (no marker, another key's checkpoint, another model's, or
@@ -166,10 +142,12 @@ impl Agent {
         model: &str,
         structured: Option<Structured>,
         messages: &[Message],
-    ) -> Result<Option<Start>, ApiError> {
-        let Some(Answer { id, verdict, followup }) = self.answer(structured, messages) else { return Ok(None) };
+    ) -> Result<Option<Step>, Error> {
+        let Some(HumanReply { id, verdict, followup }) = self.human_reply(structured, messages) else {
+            return Ok(None);
+        };
         let key = confirm::store_key(&id);
-        let Some(bytes) = self.store.get(&key).await.map_err(unavailable)? else {
+        let Some(bytes) = self.store.get(&key).await? else {
             return self.gone(caller, &id, verdict).await;
         };
         let checkpoint = match serde_json::from_slice::<Checkpoint>(&bytes) {
@@ -196,11 +174,11 @@ impl Agent {
             return Ok(None);
         }
         // Consume: of two concurrent replies exactly one gets it.
-        let Some(bytes) = self.store.take(&key).await.map_err(unavailable)? else {
+        let Some(bytes) = self.store.take(&key).await? else {
             return self.gone(caller, &id, verdict).await;
         };
         let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::Internal(format!("a checkpoint changed while it was read: {e}")))?;
+            .map_err(|e| Error::Internal(format!("a checkpoint changed while it was read: {e}")))?;
         if Timestamp::now().as_second() > checkpoint.expires_at {
             // The store's TTL and the wall clock disagree by a moment: the wall clock wins.
             return self.gone(caller, &id, verdict).await;
@@ -219,37 +197,36 @@ impl Agent {
                 user = %caller.user, model, tool, reply = ?verdict, "confirmation answered"
             );
         }
-        Ok(Some(Start::Resume(Box::new(Resume { checkpoint, verdict, followup }))))
+        Ok(Some(Step::Resume(Box::new(Resume { checkpoint, verdict, followup }))))
     }
 
     /// The reply in this request, if it answers a question: the structured field wins
     /// over a typed reply.
-    fn answer(&self, structured: Option<Structured>, messages: &[Message]) -> Option<Answer> {
+    fn human_reply(&self, structured: Option<Structured>, messages: &[Message]) -> Option<HumanReply> {
         if let Some(s) = structured {
             let verdict = if s.approve { Verdict::Approve } else { Verdict::Deny };
-            return Some(Answer { id: s.id, verdict, followup: Vec::new() });
+            return Some(HumanReply { id: s.id, verdict, followup: Vec::new() });
         }
-        let reply = confirm::find_reply(messages)?;
-        let verdict = self.settings.gate.verdict(&reply.text);
+        let typed = confirm::find_reply(messages)?;
+        let verdict = self.settings.gate.verdict(&typed.text);
         let followup = if verdict == Verdict::Other {
-            let question = super::round::assistant(reply.question.content.clone(), None);
+            let question = Message::assistant(typed.question.content.clone(), Vec::new());
             let user = messages.last().cloned().into_iter();
             std::iter::once(question).chain(user).collect()
         } else {
             Vec::new()
         };
-        Some(Answer { id: reply.id.to_owned(), verdict, followup })
+        Some(HumanReply { id: typed.id, verdict, followup })
     }
 
     /// A reply whose checkpoint is gone (answered, expired, unknown). A "yes" is told
     /// so in a plain assistant message; anything else is an ordinary message.
-    async fn gone(&self, caller: &Caller, id: &str, verdict: Verdict) -> Result<Option<Start>, ApiError> {
+    async fn gone(&self, caller: &Caller, id: &str, verdict: Verdict) -> Result<Option<Step>, Error> {
         if verdict != Verdict::Approve {
             return Ok(None);
         }
         let key = confirm::trace_key(id);
-        let trace =
-            self.store.get(&key).await.map_err(unavailable)?.and_then(|b| serde_json::from_slice::<Trace>(&b).ok());
+        let trace = self.store.get(&key).await?.and_then(|b| serde_json::from_slice::<Trace>(&b).ok());
         let trace = trace.filter(|t| t.key_id == caller.key_id);
         let state = trace.as_ref().map(|t| t.state);
         if let Some(mut trace) = trace.filter(|t| t.state == TraceState::Open) {
@@ -263,13 +240,13 @@ impl Agent {
         } else {
             tracing::info!(id, user = %caller.user, ?state, "a yes found no checkpoint to resume");
         }
-        Ok(Some(Start::Say(confirm::gone_text(state).to_owned())))
+        Ok(Some(Step::Say(confirm::gone_text(state).to_owned())))
     }
 
-    async fn put_trace(&self, id: &str, trace: &Trace) -> Result<(), ApiError> {
-        let bytes = serde_json::to_vec(trace).map_err(|e| ApiError::Internal(format!("encoding a trace: {e}")))?;
+    async fn put_trace(&self, id: &str, trace: &Trace) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(trace).map_err(|e| Error::Internal(format!("encoding a trace: {e}")))?;
         let ttl = self.settings.gate.ttl + confirm::TRACE_GRACE;
-        self.store.put(&confirm::trace_key(id), bytes, ttl).await.map_err(unavailable)
+        Ok(self.store.put(&confirm::trace_key(id), bytes, ttl).await?)
     }
 }
 

@@ -1,39 +1,110 @@
-//! Before the first round (SPEC §2 steps 1–2): the tools of this request, and the
-//! system message with the model's overlay.
+//! Before the first round: the tools of this request, the system message with the
+//! model's overlay, and where the loop starts — fresh, from a round suspended on
+//! client tools, or from a checkpoint the user just answered.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use tokio::sync::mpsc;
 
+use super::engine::{Engine, Progress, Request, Step};
+use super::events::Event;
+use super::round::Mode;
+use super::{Agent, Error, Turn, confirm};
+use crate::compact::Compactor;
 use crate::config::VirtualModel;
-use crate::error::ApiError;
 use crate::openai::{Message, Role, ToolDef};
 use crate::tools::ToolSet;
+
+impl Agent {
+    /// Builds the loop for `turn`; the request's parts move into it (nothing is
+    /// copied). Returns the first step and the receiving end of its events.
+    pub(super) async fn prepare(
+        self: &Arc<Self>,
+        turn: Turn,
+    ) -> Result<(Engine, Step, mpsc::Receiver<Event>), Error> {
+        let Turn { caller, model, mut request, off_record } = turn;
+        let structured = confirm::take_structured(&mut request.rest)
+            .map_err(|message| Error::bad_request(message, "lariat.confirm"))?;
+        let tools = if server_tools_disabled(request.tool_choice.as_ref()) {
+            Arc::new(ToolSet::default())
+        } else {
+            self.tools.for_request(&model.name, model.tools.as_ref(), caller.access)
+        };
+        let (events, received) = Engine::channel();
+        let mut engine = Engine {
+            agent: self.clone(),
+            off_record,
+            messages: std::mem::take(&mut request.messages),
+            compactor: Compactor::new(self.settings.compaction.policy.clone()),
+            mode: if tools.is_empty() { Mode::Relay } else { Mode::Loop },
+            request: Request {
+                client_names: client_tools(request.tools.as_deref(), &tools)?,
+                client_defs: request.tools.take().unwrap_or_default(),
+                tool_choice: request.tool_choice.take(),
+                rest: std::mem::take(&mut request.rest),
+                stream_options: request.stream_options.take(),
+                stream: request.stream,
+            },
+            tools,
+            progress: Progress { limit: model.max_rounds, ..Progress::default() },
+            events,
+            caller,
+            model,
+        };
+        let first = match self.reopen(&engine.caller, &engine.model.name, structured, &engine.messages).await? {
+            Some(Step::Resume(resume)) => {
+                // The checkpoint is the truth about the conversation so far (the client
+                // never saw the server's tool calls) and about the request's parameters.
+                let checkpoint = &resume.checkpoint;
+                let request = &mut engine.request;
+                engine.messages.clone_from(&checkpoint.messages);
+                request.client_names = client_tools(Some(&checkpoint.request.client_tools), &engine.tools)?;
+                request.client_defs.clone_from(&checkpoint.request.client_tools);
+                request.tool_choice.clone_from(&checkpoint.request.tool_choice);
+                request.rest.clone_from(&checkpoint.request.rest);
+                (engine.progress.rounds, engine.progress.route) = (checkpoint.rounds, checkpoint.route);
+                engine.mode = Mode::Loop;
+                return Ok((engine, Step::Resume(resume), received));
+            }
+            Some(step) => step,
+            None => {
+                if let Some((rounds, route)) = self.restore(&engine.caller.key_id, &mut engine.messages).await? {
+                    (engine.progress.rounds, engine.progress.route) = (rounds, route);
+                }
+                Step::Call
+            }
+        };
+        overlay(&mut engine.messages, &engine.model, engine.mode == Mode::Loop);
+        Ok((engine, first, received))
+    }
+}
 
 /// Tells the model it has tools, in the same words every time.
 pub const TOOLS_LINE: &str = "You have access to tools. Use them when they help: for current information, \
 to look things up, or to act on the user's behalf. Answer naturally once you have what you need.";
 
 /// The client's own tools, checked against the server tools of the request.
-pub fn client_tools(defs: Option<&[ToolDef]>, server: &ToolSet) -> Result<HashSet<String>, ApiError> {
+fn client_tools(defs: Option<&[ToolDef]>, server: &ToolSet) -> Result<HashSet<String>, Error> {
     let mut names = HashSet::new();
     for def in defs.unwrap_or_default() {
         let name = &def.function.name;
         if server.contains(name) {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 format!("the client tool `{name}` has the same name as a server tool of this model; rename it"),
-                Some("tools"),
+                "tools",
             ));
         }
         if !names.insert(name.clone()) {
-            return Err(ApiError::bad_request(format!("the tool `{name}` is defined twice"), Some("tools")));
+            return Err(Error::bad_request(format!("the tool `{name}` is defined twice"), "tools"));
         }
     }
     Ok(names)
 }
 
 /// `tool_choice: "none"` turns the server tools off for the request.
-pub fn server_tools_disabled(tool_choice: Option<&Value>) -> bool {
+fn server_tools_disabled(tool_choice: Option<&Value>) -> bool {
     tool_choice.and_then(Value::as_str) == Some("none")
 }
 
@@ -66,24 +137,8 @@ pub fn overlay(messages: &mut Vec<Message>, model: &VirtualModel, has_server_too
     }
     let addition = parts.join("\n\n");
     match messages.iter_mut().find(|m| matches!(m.role, Role::System | Role::Developer)) {
-        Some(system) => match &mut system.content {
-            Value::String(text) => {
-                text.push_str("\n\n");
-                text.push_str(&addition);
-            }
-            Value::Array(parts) => parts.push(serde_json::json!({"type": "text", "text": addition})),
-            other => *other = Value::String(addition),
-        },
-        None => messages.insert(
-            0,
-            Message {
-                role: Role::System,
-                content: Value::String(addition),
-                tool_calls: None,
-                tool_call_id: None,
-                rest: Map::new(),
-            },
-        ),
+        Some(system) => system.content.append_paragraph(&addition),
+        None => messages.insert(0, Message::new(Role::System, addition)),
     }
 }
 
@@ -114,13 +169,13 @@ mod tests {
         let mut with_system =
             messages(json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]));
         overlay(&mut with_system, &model(Some("You are lariat.")), true);
-        assert_eq!(with_system[0].content, json!(format!("Be brief.\n\nYou are lariat.\n\n{TOOLS_LINE}")));
+        assert_eq!(with_system[0].content, format!("Be brief.\n\nYou are lariat.\n\n{TOOLS_LINE}"));
         assert_eq!(with_system.len(), 2);
 
         let mut without = messages(json!([{"role": "user", "content": "hi"}]));
         overlay(&mut without, &model(Some("You are lariat.")), false);
         assert_eq!(without[0].role, Role::System);
-        assert_eq!(without[0].content, json!("You are lariat."));
+        assert_eq!(without[0].content, "You are lariat.");
 
         let mut untouched = messages(json!([{"role": "user", "content": "hi"}]));
         overlay(&mut untouched, &model(None), false);
@@ -128,7 +183,7 @@ mod tests {
 
         let mut parts = messages(json!([{"role": "developer", "content": [{"type": "text", "text": "rules"}]}]));
         overlay(&mut parts, &model(Some("overlay")), false);
-        assert_eq!(parts[0].content[1], json!({"type": "text", "text": "overlay"}));
+        assert_eq!(serde_json::to_value(&parts[0].content).unwrap()[1], json!({"type": "text", "text": "overlay"}));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One upstream round, seen two ways: the chunks the client may see as they arrive,
+//! One upstream round, seen two ways: the deltas the client may see as they arrive,
 //! and the complete assistant message the loop acts on afterwards.
 //!
 //! Server tool calls never reach the client; client tool calls do, re-indexed and
@@ -6,21 +6,27 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use futures::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
-use crate::openai::{
-    ChatChunk, ChatCompletion, ChunkChoice, Delta, FunctionCall, FunctionDelta, Message, Role, ToolCall, ToolCallDelta,
-    Usage,
-};
-use crate::upstream::{ChunkStream, Failure};
+use super::events::{CallDelta, Delta};
+use crate::openai::{ChatChunk, ChatCompletion, Content, FinishReason, FunctionCall, Message, ToolCall, ToolCallDelta, Usage};
+
+/// Whose tool calls a round holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No server tools in play: every call is the client's, relayed as the upstream
+    /// made it, and the upstream's finish reason goes out as it came.
+    Relay,
+    /// lariat runs the server calls; only the client's own calls reach the client.
+    Loop,
+}
 
 /// The loop's view of a finished round.
 #[derive(Debug)]
 pub struct RoundResult {
     /// The assistant message with every tool call (client calls under lariat's ids).
     pub message: Message,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     pub usage: Option<Usage>,
     /// Top-level and choice-level fields of a non-streamed answer, passed through.
     pub completion_rest: Map<String, Value>,
@@ -28,17 +34,16 @@ pub struct RoundResult {
 }
 
 impl RoundResult {
-    /// A whole (non-streamed) answer. With `passthrough` (no server tools in play)
-    /// every tool call belongs to the client and keeps its upstream id.
-    pub fn from_completion(mut completion: ChatCompletion, client_tools: &HashSet<String>, passthrough: bool) -> Self {
+    /// A whole (non-streamed) answer; in `Mode::Relay` every call keeps its upstream id.
+    pub fn from_completion(mut completion: ChatCompletion, client_tools: &HashSet<String>, mode: Mode) -> Self {
         let usage = completion.usage.take();
         let choice = (!completion.choices.is_empty()).then(|| completion.choices.swap_remove(0));
         let (mut message, finish_reason, choice_rest) = match choice {
             Some(c) => (c.message, c.finish_reason, c.rest),
-            None => (assistant(Value::Null, None), None, Map::new()),
+            None => (Message::assistant(Content::None, Vec::new()), None, Map::new()),
         };
         if let Some(calls) = &mut message.tool_calls {
-            if !passthrough {
+            if mode == Mode::Loop {
                 for call in calls.iter_mut().filter(|c| client_tools.contains(&c.function.name)) {
                     call.id = new_call_id();
                 }
@@ -54,12 +59,18 @@ impl RoundResult {
     }
 }
 
-pub fn assistant(content: Value, tool_calls: Option<Vec<ToolCall>>) -> Message {
-    Message { role: Role::Assistant, content, tool_calls, tool_call_id: None, rest: Map::new() }
-}
-
 pub fn new_call_id() -> String {
     format!("call_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whose a call being assembled is, decided once its name is known.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    #[default]
+    Undecided,
+    Server,
+    /// A client call, shown to the client at this index.
+    Client(u32),
 }
 
 /// One tool call being assembled from deltas.
@@ -68,38 +79,53 @@ struct PartialCall {
     id: Option<String>,
     name: String,
     arguments: String,
-    /// Decided once the name is known: `Some(i)` = a client call shown at index `i`.
-    client_index: Option<Option<u32>>,
+    owner: Owner,
     /// Deltas seen before the name, replayed to the client if it is a client call.
     held_arguments: String,
 }
 
-/// Accumulates a streamed round and filters what the client sees.
+/// Where in the response a round begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    First,
+    /// Text went out in an earlier round: this round's starts on a new paragraph.
+    AfterText,
+}
+
+/// What of a streamed round is kept once it went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The loop needs the whole message.
+    Text,
+    /// A relayed stream is the client's: only the calls are kept (to end the round).
+    CallsOnly,
+}
+
+/// Accumulates a streamed round and picks out what the client sees.
 #[derive(Debug)]
 pub struct StreamRound<'a> {
     client_tools: &'a HashSet<String>,
-    /// No server tools in play: the round is relayed as is (tool calls, finish reason).
-    passthrough: bool,
-    finish_sent: bool,
-    /// Whether the response already sent `role: assistant` (only the first chunk may).
-    role_sent: bool,
-    /// Content already went out in an earlier round: separate this round's with a blank line.
+    mode: Mode,
+    /// Text already went out in an earlier round: separate this round's with a blank line.
     separate: bool,
+    /// Keep the round's text (the loop needs it); a relayed stream keeps none.
+    keep_text: bool,
+    text_seen: bool,
     content: String,
     calls: BTreeMap<u32, PartialCall>,
     client_calls: u32,
-    finish_reason: Option<String>,
+    finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
 }
 
 impl<'a> StreamRound<'a> {
-    pub fn new(client_tools: &'a HashSet<String>, passthrough: bool, role_sent: bool, separate: bool) -> Self {
+    pub fn new(client_tools: &'a HashSet<String>, mode: Mode, opening: Opening, keep: Keep) -> Self {
         Self {
             client_tools,
-            passthrough,
-            finish_sent: false,
-            role_sent,
-            separate,
+            mode,
+            separate: opening == Opening::AfterText,
+            keep_text: keep == Keep::Text,
+            text_seen: false,
             content: String::new(),
             calls: BTreeMap::new(),
             client_calls: 0,
@@ -108,131 +134,92 @@ impl<'a> StreamRound<'a> {
         }
     }
 
-    pub fn role_sent(&self) -> bool {
-        self.role_sent
+    /// Whether this round produced any text.
+    pub fn has_text(&self) -> bool {
+        self.text_seen
     }
 
-    pub fn has_content(&self) -> bool {
-        !self.content.is_empty()
-    }
-
-    /// Whether the upstream's finish reason already went to the client (passthrough).
-    pub fn finish_sent(&self) -> bool {
-        self.finish_sent
-    }
-
-    /// Takes one upstream chunk; returns it as the client should see it, if at all.
-    /// The finish reason and usage are held back: the loop decides what ends the response.
-    pub fn push(&mut self, mut chunk: ChatChunk) -> Option<ChatChunk> {
+    /// Takes one upstream chunk; returns what the client may see of it, if anything.
+    /// In `Mode::Loop` the finish reason and usage are held back: the loop decides
+    /// what ends the response.
+    pub fn push(&mut self, mut chunk: ChatChunk) -> Option<Delta> {
         if let Some(usage) = chunk.usage.take() {
             self.usage = Some(usage);
         }
-        let mut keep = Vec::with_capacity(chunk.choices.len());
-        for mut choice in std::mem::take(&mut chunk.choices) {
-            if choice.index != 0 {
-                keep.push(choice);
-                continue;
-            }
-            if self.passthrough {
-                if let Some(reason) = &choice.finish_reason {
-                    self.finish_reason = Some(reason.clone());
-                    self.finish_sent = true;
+        if chunk.choices.is_empty() {
+            return None;
+        }
+        let mut out = Delta::default();
+        for choice in chunk.choices.iter_mut().filter(|c| c.index == 0) {
+            if let Some(reason) = choice.finish_reason.take() {
+                if self.mode == Mode::Relay {
+                    out.finish = Some(reason.clone());
                 }
-            } else if let Some(reason) = choice.finish_reason.take() {
                 self.finish_reason = Some(reason);
             }
             let delta = &mut choice.delta;
-            if delta.role.is_some() && self.role_sent {
-                delta.role = None;
-            }
-            if let Some(text) = delta.content.as_mut().filter(|t| !t.is_empty()) {
-                if self.content.is_empty() && self.separate {
+            out.role |= delta.role.take().is_some();
+            if let Some(mut text) = delta.content.take().filter(|t| !t.is_empty()) {
+                if !self.text_seen && self.separate {
                     text.insert_str(0, "\n\n");
                 }
-                self.content.push_str(text);
-            } else {
-                delta.content = None;
-            }
-            delta.tool_calls = delta.tool_calls.take().and_then(|calls| self.tool_deltas(calls));
-            let empty = delta.role.is_none()
-                && delta.content.is_none()
-                && delta.tool_calls.is_none()
-                && choice.finish_reason.is_none()
-                && delta.rest.values().all(Value::is_null)
-                && choice.rest.values().all(Value::is_null);
-            if !empty {
-                if choice.delta.role.is_some() {
-                    self.role_sent = true;
+                self.text_seen = true;
+                if self.keep_text {
+                    self.content.push_str(&text);
                 }
-                keep.push(choice);
+                out.text = Some(text);
+            }
+            if let Some(calls) = delta.tool_calls.take() {
+                self.tool_deltas(calls, &mut out.calls);
             }
         }
-        if keep.is_empty() {
-            return None;
-        }
-        chunk.choices = keep;
-        Some(chunk)
+        out.remains = Some(Box::new(chunk));
+        Some(out)
     }
 
-    /// Records tool-call deltas; returns the part the client may see.
-    fn tool_deltas(&mut self, deltas: Vec<ToolCallDelta>) -> Option<Vec<ToolCallDelta>> {
-        if self.passthrough {
-            for d in &deltas {
-                let call = self.calls.entry(d.index).or_default();
-                if let Some(id) = d.id.as_ref().filter(|id| !id.is_empty()) {
-                    call.id.get_or_insert_with(|| id.clone());
-                }
-                if let Some(f) = &d.function {
-                    call.name.push_str(f.name.as_deref().unwrap_or_default());
-                    call.arguments.push_str(f.arguments.as_deref().unwrap_or_default());
-                }
-            }
-            return (!deltas.is_empty()).then_some(deltas);
-        }
-        let mut visible = Vec::new();
+    /// Records tool-call deltas; appends the part the client may see to `visible`.
+    fn tool_deltas(&mut self, deltas: Vec<ToolCallDelta>, visible: &mut Vec<CallDelta>) {
         for d in deltas {
             let call = self.calls.entry(d.index).or_default();
-            if let Some(id) = d.id.filter(|id| !id.is_empty()) {
-                call.id.get_or_insert(id);
+            if let Some(id) = d.id.as_ref().filter(|id| !id.is_empty()) {
+                call.id.get_or_insert_with(|| id.clone());
             }
             let (name, arguments) = match d.function {
-                Some(f) => (f.name.unwrap_or_default(), f.arguments.unwrap_or_default()),
-                None => (String::new(), String::new()),
+                Some(f) => (f.name, f.arguments),
+                None => (None, None),
             };
-            call.name.push_str(&name);
-            call.arguments.push_str(&arguments);
-            match call.client_index {
-                Some(Some(index)) => {
+            call.name.push_str(name.as_deref().unwrap_or_default());
+            call.arguments.push_str(arguments.as_deref().unwrap_or_default());
+            if self.mode == Mode::Relay {
+                visible.push(CallDelta { index: d.index, id: d.id, name, arguments });
+                continue;
+            }
+            let arguments = arguments.unwrap_or_default();
+            match call.owner {
+                Owner::Client(index) => {
                     if !arguments.is_empty() {
-                        visible.push(argument_delta(index, arguments));
+                        visible.push(CallDelta { index, id: None, name: None, arguments: Some(arguments) });
                     }
                 }
-                Some(None) => {}
-                None if call.name.is_empty() => call.held_arguments.push_str(&arguments),
-                None => {
-                    if self.client_tools.contains(&call.name) {
-                        let index = self.client_calls;
-                        self.client_calls += 1;
-                        call.client_index = Some(Some(index));
-                        let id = new_call_id();
-                        call.id = Some(id.clone());
-                        call.held_arguments.push_str(&arguments);
-                        visible.push(ToolCallDelta {
-                            index,
-                            id: Some(id),
-                            kind: Some("function".into()),
-                            function: Some(FunctionDelta {
-                                name: Some(call.name.clone()),
-                                arguments: Some(std::mem::take(&mut call.held_arguments)),
-                            }),
-                        });
-                    } else {
-                        call.client_index = Some(None);
-                    }
+                Owner::Server => {}
+                Owner::Undecided if call.name.is_empty() => call.held_arguments.push_str(&arguments),
+                Owner::Undecided if self.client_tools.contains(&call.name) => {
+                    let index = self.client_calls;
+                    self.client_calls += 1;
+                    call.owner = Owner::Client(index);
+                    let id = new_call_id();
+                    call.id = Some(id.clone());
+                    call.held_arguments.push_str(&arguments);
+                    visible.push(CallDelta {
+                        index,
+                        id: Some(id),
+                        name: Some(call.name.clone()),
+                        arguments: Some(std::mem::take(&mut call.held_arguments)),
+                    });
                 }
+                Owner::Undecided => call.owner = Owner::Server,
             }
         }
-        (!visible.is_empty()).then_some(visible)
     }
 
     pub fn finish(self) -> RoundResult {
@@ -247,102 +234,15 @@ impl<'a> StreamRound<'a> {
                 rest: Map::new(),
             })
             .collect();
-        let content = if self.content.is_empty() { Value::Null } else { Value::String(self.content) };
+        let content = if self.content.is_empty() { Content::None } else { Content::Text(self.content) };
         RoundResult {
-            message: assistant(content, (!calls.is_empty()).then_some(calls)),
+            message: Message::assistant(content, calls),
             finish_reason: self.finish_reason,
             usage: self.usage,
             completion_rest: Map::new(),
             choice_rest: Map::new(),
         }
     }
-}
-
-fn argument_delta(index: u32, arguments: String) -> ToolCallDelta {
-    ToolCallDelta {
-        index,
-        id: None,
-        kind: None,
-        function: Some(FunctionDelta { name: None, arguments: Some(arguments) }),
-    }
-}
-
-/// What relaying an upstream stream produces: the client's chunks as they come, then
-/// the round as a whole (and the failure that cut it short, if one did).
-pub enum Relayed {
-    Chunk(ChatChunk),
-    Done(Box<Relay>),
-}
-
-pub struct Relay {
-    pub round: RoundResult,
-    pub role_sent: bool,
-    pub has_content: bool,
-    pub finish_sent: bool,
-    pub failure: Option<Failure>,
-}
-
-/// Feeds `chunks` through `acc`, yielding what the client may see, then `Done`.
-pub fn relay<'a>(mut chunks: ChunkStream, mut acc: StreamRound<'a>) -> impl Stream<Item = Relayed> + Send + 'a {
-    async_stream::stream! {
-        let mut failure = None;
-        while let Some(item) = chunks.next().await {
-            match item {
-                Ok(chunk) => {
-                    if let Some(out) = acc.push(chunk) {
-                        yield Relayed::Chunk(out);
-                    }
-                }
-                Err(cut) => {
-                    failure = Some(cut);
-                    break;
-                }
-            }
-        }
-        let (role_sent, has_content, finish_sent) = (acc.role_sent(), acc.has_content(), acc.finish_sent());
-        yield Relayed::Done(Box::new(Relay { round: acc.finish(), role_sent, has_content, finish_sent, failure }));
-    }
-}
-
-/// A chunk carrying `text` as content (and `role` when the response has not sent it).
-pub fn text_chunk(text: String, role: bool, extra: Map<String, Value>) -> ChatChunk {
-    ChatChunk {
-        id: String::new(),
-        model: String::new(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta: Delta { role: role.then_some(Role::Assistant), content: Some(text), tool_calls: None, rest: extra },
-            finish_reason: None,
-            rest: Map::new(),
-        }],
-        usage: None,
-        rest: chunk_object(),
-    }
-}
-
-/// A chunk carrying only `finish_reason` for choice 0.
-pub fn finish_chunk(reason: &str) -> ChatChunk {
-    ChatChunk {
-        id: String::new(),
-        model: String::new(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta: Delta::default(),
-            finish_reason: Some(reason.into()),
-            rest: Map::new(),
-        }],
-        usage: None,
-        rest: chunk_object(),
-    }
-}
-
-/// The `include_usage` chunk: no choices, the summed usage.
-pub fn usage_chunk(usage: Usage) -> ChatChunk {
-    ChatChunk { id: String::new(), model: String::new(), choices: Vec::new(), usage: Some(usage), rest: chunk_object() }
-}
-
-fn chunk_object() -> Map<String, Value> {
-    Map::from_iter([("object".to_owned(), Value::from("chat.completion.chunk"))])
 }
 
 #[cfg(test)]
@@ -370,11 +270,14 @@ mod tests {
         json!({"tool_calls": [d]})
     }
 
+    fn calls(delta: &Delta) -> Vec<(u32, Option<&str>, Option<&str>, Option<&str>)> {
+        delta.calls.iter().map(|c| (c.index, c.id.as_deref(), c.name.as_deref(), c.arguments.as_deref())).collect()
+    }
+
     #[test]
     fn server_calls_are_hidden_and_client_calls_forwarded() {
         let client: HashSet<String> = ["web_search".to_owned()].into();
-        let mut round = StreamRound::new(&client, false, false, false);
-        let mut seen = Vec::new();
+        let mut round = StreamRound::new(&client, Mode::Loop, Opening::First, Keep::Text);
         let feed = [
             chunk(json!({"role": "assistant", "content": "Let me check."}), None),
             chunk(call_delta(0, Some("up_1"), Some("current_time"), "{\"timez"), None),
@@ -383,23 +286,22 @@ mod tests {
             chunk(call_delta(1, None, None, "\"rust\"}"), None),
             chunk(json!({}), Some("tool_calls")),
         ];
-        for c in feed {
-            if let Some(out) = round.push(c) {
-                seen.push(serde_json::to_value(out).unwrap());
-            }
-        }
-        assert_eq!(seen.len(), 3, "{seen:#?}");
-        assert_eq!(seen[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "Let me check."}));
-        let forwarded = &seen[1]["choices"][0]["delta"]["tool_calls"][0];
-        assert_eq!(forwarded["index"], 0, "client calls are re-indexed from 0");
-        assert_eq!(forwarded["function"]["name"], "web_search");
-        let lariat_id = forwarded["id"].as_str().unwrap().to_owned();
+        let seen: Vec<Delta> = feed.into_iter().filter_map(|c| round.push(c)).collect();
+        assert!(seen[0].role);
+        assert_eq!(seen[0].text.as_deref(), Some("Let me check."));
+        assert!(seen[1].calls.is_empty(), "a server call's deltas are not shown");
+        let forwarded = calls(&seen[2]);
+        assert_eq!(forwarded.len(), 1);
+        let (index, id, name, arguments) = forwarded[0];
+        assert_eq!((index, name, arguments), (0, Some("web_search"), Some("{\"q\":")), "re-indexed from 0");
+        let lariat_id = id.unwrap().to_owned();
         assert!(lariat_id.starts_with("call_") && lariat_id != "up_2");
-        assert_eq!(seen[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "\"rust\"}");
-        assert!(seen.iter().all(|c| c["choices"][0]["finish_reason"].is_null()), "finish is the loop's call");
+        assert!(seen[3].calls.is_empty());
+        assert_eq!(calls(&seen[4]), [(0, None, None, Some("\"rust\"}"))]);
+        assert!(seen.iter().all(|d| d.finish.is_none()), "finish is the loop's call");
 
         let result = round.finish();
-        assert_eq!(result.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(result.finish_reason, Some(FinishReason::ToolCalls));
         let calls = result.message.tool_calls.unwrap();
         assert_eq!(calls.len(), 2);
         assert_eq!((calls[0].id.as_str(), calls[0].function.arguments.as_str()), ("up_1", "{\"timezone\":\"UTC\"}"));
@@ -407,41 +309,62 @@ mod tests {
             (calls[1].id.as_str(), calls[1].function.arguments.as_str()),
             (lariat_id.as_str(), "{\"q\":\"rust\"}")
         );
-        assert_eq!(result.message.content, json!("Let me check."));
+        assert_eq!(result.message.content, "Let me check.");
     }
 
     #[test]
-    fn later_rounds_send_no_role_and_separate_their_content() {
+    fn later_rounds_separate_their_text() {
         let client = HashSet::new();
-        let mut round = StreamRound::new(&client, false, true, true);
-        let first = round.push(chunk(json!({"role": "assistant", "content": ""}), None));
-        assert!(first.is_none(), "an empty role chunk is dropped after the first round");
-        let out = serde_json::to_value(round.push(chunk(json!({"content": "It is noon."}), None)).unwrap()).unwrap();
-        assert_eq!(out["choices"][0]["delta"], json!({"content": "\n\nIt is noon."}));
-        assert!(round.push(chunk(json!({}), Some("stop"))).is_none());
+        let mut round = StreamRound::new(&client, Mode::Loop, Opening::AfterText, Keep::Text);
+        let first = round.push(chunk(json!({"role": "assistant", "content": ""}), None)).unwrap();
+        assert!(first.role && first.text.is_none(), "empty content is no text");
+        let out = round.push(chunk(json!({"content": "It is noon."}), None)).unwrap();
+        assert_eq!(out.text.as_deref(), Some("\n\nIt is noon."));
+        let last = round.push(chunk(json!({}), Some("stop"))).unwrap();
+        assert!(last.finish.is_none());
+        assert_eq!(round.finish().message.content, "\n\nIt is noon.");
     }
 
     #[test]
-    fn passthrough_relays_tool_calls_and_finish_as_is() {
+    fn relay_passes_tool_calls_and_finish_as_is_and_keeps_no_text() {
         let client = HashSet::new();
-        let mut round = StreamRound::new(&client, true, false, false);
+        let mut round = StreamRound::new(&client, Mode::Relay, Opening::First, Keep::CallsOnly);
         let out = round.push(chunk(call_delta(0, Some("up_1"), Some("anything"), "{}"), Some("tool_calls"))).unwrap();
-        let out = serde_json::to_value(out).unwrap();
-        assert_eq!(out["choices"][0]["delta"]["tool_calls"][0]["id"], "up_1");
-        assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
-        assert!(round.finish_sent());
-        assert_eq!(round.finish().message.tool_calls.unwrap()[0].id, "up_1");
+        assert_eq!(calls(&out), [(0, Some("up_1"), Some("anything"), Some("{}"))]);
+        assert_eq!(out.finish, Some(FinishReason::ToolCalls));
+        assert!(round.push(chunk(json!({"content": "words"}), None)).unwrap().text.is_some());
+        assert!(round.has_text());
+        let result = round.finish();
+        assert_eq!(result.message.tool_calls.unwrap()[0].id, "up_1");
+        assert_eq!(result.message.content, Content::None, "a relayed stream's text is the client's alone");
     }
 
     #[test]
     fn usage_chunks_are_recorded_not_forwarded() {
         let client = HashSet::new();
-        let mut round = StreamRound::new(&client, false, false, false);
+        let mut round = StreamRound::new(&client, Mode::Loop, Opening::First, Keep::Text);
         let usage: ChatChunk = serde_json::from_value(
             json!({"id": "x", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
         )
         .unwrap();
         assert!(round.push(usage).is_none());
         assert_eq!(round.finish().usage.unwrap().total_tokens, 7);
+    }
+
+    #[test]
+    fn what_lariat_does_not_read_stays_in_the_remains() {
+        let client = HashSet::new();
+        let mut round = StreamRound::new(&client, Mode::Loop, Opening::First, Keep::Text);
+        let raw: ChatChunk = serde_json::from_value(json!({"id": "x", "system_fingerprint": "fp", "choices": [
+            {"index": 0, "delta": {"content": "a", "reasoning_content": "r"}, "logprobs": {"content": []}},
+            {"index": 1, "delta": {"content": "other choice"}}
+        ]}))
+        .unwrap();
+        let delta = round.push(raw).unwrap();
+        let remains = serde_json::to_value(delta.remains.unwrap()).unwrap();
+        assert_eq!(remains["system_fingerprint"], "fp");
+        assert_eq!(remains["choices"][0]["delta"], json!({"reasoning_content": "r"}));
+        assert_eq!(remains["choices"][0]["logprobs"], json!({"content": []}));
+        assert_eq!(remains["choices"][1]["delta"]["content"], "other choice");
     }
 }

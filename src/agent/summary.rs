@@ -14,15 +14,14 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use sha2::{Digest, Sha256};
 
 use crate::compact::{Budget, MESSAGE_OVERHEAD, Tokenizer, truncate};
 use crate::config::Summarize;
-use crate::error::ApiError;
-use crate::openai::{Message, Role, Usage};
+use crate::openai::{Content, Message, Role, Usage, part_text};
 use crate::store::Store;
-use crate::upstream::{Fixed, Params, Reply, Route, Upstream};
+use crate::upstream::{self, Fixed, Model, Params, Reply, Route};
 
 /// Opens the summary in the system message; how a later compaction finds it. It
 /// says what the text is so that the model does not take the words of old tool
@@ -54,7 +53,7 @@ const SHARED_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3_60
 #[derive(Debug, thiserror::Error)]
 pub enum SummaryError {
     #[error("the summariser failed: {0}")]
-    Upstream(#[from] ApiError),
+    Upstream(#[from] upstream::Error),
     #[error("the summariser took longer than {0:?}")]
     Timeout(std::time::Duration),
     #[error("the summariser answered with no text")]
@@ -108,7 +107,7 @@ impl Summarizer {
     /// alongside it) wait for one summariser run.
     pub async fn summarize(
         &self,
-        upstream: &Upstream,
+        upstream: &dyn Model,
         previous: Option<&str>,
         dropped: &[Message],
     ) -> Result<Summary, Arc<SummaryError>> {
@@ -131,7 +130,7 @@ impl Summarizer {
     /// `dropped` already summarised (here or by an earlier request), chunk by chunk.
     async fn extend(
         &self,
-        upstream: &Upstream,
+        upstream: &dyn Model,
         previous: Option<&str>,
         dropped: &[Message],
         keys: &[[u8; 32]],
@@ -252,7 +251,7 @@ impl Summarizer {
     /// One summariser call: `previous` extended with `entries`.
     async fn call(
         &self,
-        upstream: &Upstream,
+        upstream: &dyn Model,
         previous: Option<&str>,
         entries: &[String],
     ) -> Result<(Arc<str>, Usage), SummaryError> {
@@ -274,7 +273,7 @@ impl Summarizer {
         let answered = upstream.call(chain, &mut Route::default(), &mut Fixed(&messages), &params, false).await?;
         let Reply::Complete(completion) = answered.reply else { return Err(SummaryError::Empty) };
         let usage = completion.usage.unwrap_or_default();
-        let text = completion.choices.into_iter().next().map(|choice| text_of(&choice.message.content));
+        let text = completion.choices.into_iter().next().map(|choice| choice.message.content.describe());
         match text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
             Some(text) => Ok((Arc::from(text), usage)),
             None => Err(SummaryError::Empty),
@@ -297,9 +296,9 @@ fn max_tokens_field(model: &str) -> &'static str {
 pub fn attached(messages: &[Message]) -> Option<&str> {
     let first = messages.first().filter(|m| matches!(m.role, Role::System | Role::Developer))?;
     match &first.content {
-        Value::String(text) => text.find(HEADER).map(|at| &text[at + HEADER.len()..]),
-        Value::Array(parts) => parts.iter().find_map(|part| part.get("text")?.as_str()?.strip_prefix(HEADER)),
-        _ => None,
+        Content::Text(text) => text.find(HEADER).map(|at| &text[at + HEADER.len()..]),
+        Content::Parts(parts) => parts.iter().find_map(|part| part_text(part)?.strip_prefix(HEADER)),
+        Content::None => None,
     }
 }
 
@@ -321,21 +320,21 @@ pub fn attach(messages: &[Message], summary: &str) -> Attach {
     };
     let mut first = first.clone();
     match &mut first.content {
-        Value::String(text) => {
+        Content::Text(text) => {
             let base = text.find(HEADER).map_or(text.as_str(), |at| &text[..at]).trim_end();
             *text = if base.is_empty() { block } else { format!("{base}\n\n{block}") };
         }
-        Value::Array(parts) => {
-            parts.retain(|part| !part.get("text").and_then(Value::as_str).is_some_and(|t| t.starts_with(HEADER)));
+        Content::Parts(parts) => {
+            parts.retain(|part| !part_text(part).is_some_and(|t| t.starts_with(HEADER)));
             parts.push(json!({"type": "text", "text": block}));
         }
-        other => *other = Value::String(block),
+        other @ Content::None => *other = Content::Text(block),
     }
     Attach::Replace(first)
 }
 
 fn message(role: Role, content: String) -> Message {
-    Message { role, content: Value::String(content), tool_calls: None, tool_call_id: None, rest: Map::new() }
+    Message::new(role, content)
 }
 
 /// The dropped messages as plain text, one entry each: the summariser needs to read
@@ -360,35 +359,15 @@ fn transcript(messages: &[Message], all: &[Message]) -> Vec<String> {
                 }
                 Role::System | Role::Developer => "Instructions: ".to_owned(),
             };
-            entry.push_str(&text_of(&m.content));
+            entry.push_str(&m.content.describe());
             for call in m.tool_calls.iter().flatten() {
                 entry.push_str(&format!("\n(called {} with {})", call.function.name, call.function.arguments));
             }
-            let mut value = Value::String(entry);
-            truncate(&mut value, ENTRY_CHARS);
-            match value {
-                Value::String(entry) => entry,
-                _ => String::new(),
-            }
+            let mut content = Content::Text(entry);
+            truncate(&mut content, ENTRY_CHARS);
+            content.text().into_owned()
         })
         .collect()
-}
-
-/// The text of a content value: a string, or the text of its parts (other parts
-/// named by type).
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .map(|part| match part.get("text").and_then(Value::as_str) {
-                Some(text) => text.to_owned(),
-                None => format!("[{}]", part.get("type").and_then(Value::as_str).unwrap_or("part")),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]
@@ -413,7 +392,8 @@ mod tests {
             Message { tool_calls: Some(vec![call]), ..msg(Role::Assistant, "") },
             Message { tool_call_id: Some("c1".into()), ..msg(Role::Tool, &"rain ".repeat(2_000)) },
             Message {
-                content: json!([{"type": "text", "text": "and this"}, {"type": "image_url", "image_url": {"url": "x"}}]),
+                content: json!([{"type": "text", "text": "and this"}, {"type": "image_url", "image_url": {"url": "x"}}])
+                    .into(),
                 ..msg(Role::User, "")
             },
         ];
@@ -438,14 +418,14 @@ mod tests {
         let Attach::Replace(again) = attach(&messages, "About Oslo and Bergen.") else { panic!() };
         assert_eq!(again.content, format!("Be brief.\n\n{HEADER}About Oslo and Bergen."));
 
-        let parts = Message { content: json!([{"type": "text", "text": "Be brief."}]), ..msg(Role::Developer, "") };
+        let parts = Message { content: json!([{"type": "text", "text": "Be brief."}]).into(), ..msg(Role::Developer, "") };
         let Attach::Replace(first) = attach(&[parts], "About Oslo.") else { panic!() };
         let expected =
             json!([{"type": "text", "text": "Be brief."}, {"type": "text", "text": format!("{HEADER}About Oslo.")}]);
         assert_eq!(first.content, expected);
         assert_eq!(attached(std::slice::from_ref(&first)), Some("About Oslo."));
         let Attach::Replace(again) = attach(&[first], "Later.") else { panic!() };
-        assert_eq!(again.content.as_array().unwrap().len(), 2);
+        assert!(matches!(&again.content, Content::Parts(parts) if parts.len() == 2));
 
         assert_eq!(
             attach(std::slice::from_ref(&user), "About Oslo."),

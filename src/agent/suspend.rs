@@ -1,12 +1,15 @@
-//! A round suspended on client tools (SPEC §2): what the store keeps, and finding it
-//! again when the client comes back with its tool results.
+//! A round suspended on client tools: what the store keeps, storing it when the
+//! client's calls go out, and putting it back when the client returns with their
+//! results.
 //!
 //! The stored value is versioned JSON: it crosses the store boundary (Redis, other
 //! replicas, rolling upgrades), so its format is pinned by a test.
 
 use serde::{Deserialize, Serialize};
 
-use crate::openai::{Message, Role};
+use super::engine::Engine;
+use super::{Agent, Error};
+use crate::openai::{Message, Role, ToolCall};
 use crate::upstream::Route;
 
 /// Bump when the format changes incompatibly; older values are then ignored (the loop
@@ -31,13 +34,13 @@ pub struct SuspendedRound {
 }
 
 /// The store key of a round, found again from the first client call id.
-pub fn key(key_id: &str, first_client_call: &str) -> String {
+fn key(key_id: &str, first_client_call: &str) -> String {
     format!("round:{key_id}:{first_client_call}")
 }
 
 /// If `messages` end with an assistant tool-call message followed only by tool
 /// results, the index of that assistant message and its call ids.
-pub fn pending_results(messages: &[Message]) -> Option<(usize, Vec<String>)> {
+fn pending_results(messages: &[Message]) -> Option<(usize, Vec<String>)> {
     let last_assistant = messages.iter().rposition(|m| m.role == Role::Assistant)?;
     let calls = messages[last_assistant].tool_calls.as_ref().filter(|c| !c.is_empty())?;
     let trailing = &messages[last_assistant + 1..];
@@ -45,6 +48,62 @@ pub fn pending_results(messages: &[Message]) -> Option<(usize, Vec<String>)> {
         return None;
     }
     Some((last_assistant, calls.iter().map(|c| c.id.clone()).collect()))
+}
+
+impl Agent {
+    /// Puts a suspended round back into `messages`; returns its rounds and route.
+    pub(super) async fn restore(&self, key_id: &str, messages: &mut Vec<Message>) -> Result<Option<(u32, Route)>, Error> {
+        let Some((at, ids)) = pending_results(messages) else { return Ok(None) };
+        let Some(first) = ids.first() else { return Ok(None) };
+        let Some(bytes) = self.store.take(&key(key_id, first)).await? else {
+            return Ok(None);
+        };
+        let round: SuspendedRound = match serde_json::from_slice(&bytes) {
+            Ok(round) => round,
+            Err(e) => {
+                tracing::warn!(error = %e, "a suspended round could not be read; continuing with the client's messages");
+                return Ok(None);
+            }
+        };
+        if round.version != VERSION || round.key_id != key_id || round.client_call_ids != ids {
+            return Ok(None);
+        }
+        let resumed = (round.rounds, round.route);
+        tracing::info!(rounds = round.rounds, "resuming a round suspended on client tools");
+        round.restore_into(messages, at);
+        Ok(Some(resumed))
+    }
+}
+
+impl Engine {
+    /// Stores the full round so the client's results can be joined to it later.
+    pub(super) async fn store_round(
+        &self,
+        message: &Message,
+        client_calls: &[ToolCall],
+        results: Vec<Message>,
+    ) -> Result<(), Error> {
+        if results.is_empty() {
+            // Nothing ran on our side: what the client holds is the whole round.
+            return Ok(());
+        }
+        let client_call_ids: Vec<String> = client_calls.iter().map(|c| c.id.clone()).collect();
+        let Some(first) = client_call_ids.first() else { return Ok(()) };
+        let key_id = &self.caller.key_id;
+        let store_key = key(key_id, first);
+        let round = SuspendedRound {
+            version: VERSION,
+            key_id: key_id.clone(),
+            model: self.model.name.clone(),
+            assistant: message.clone(),
+            results,
+            client_call_ids,
+            rounds: self.progress.rounds,
+            route: self.progress.route,
+        };
+        let bytes = serde_json::to_vec(&round).map_err(|e| Error::Internal(format!("encoding a round: {e}")))?;
+        Ok(self.agent.store.put(&store_key, bytes, self.agent.settings.suspend_ttl).await?)
+    }
 }
 
 impl SuspendedRound {

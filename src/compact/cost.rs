@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::tokens::Tokenizer;
-use crate::openai::{Message, ToolDef};
+use crate::openai::{Content, Message, ToolDef};
 
 /// Framing of every message (`<|start|>`, separator, `<|end|>`) plus the role, which
 /// is one token for every role name.
@@ -71,12 +71,11 @@ pub fn tools<'t>(tokenizer: Tokenizer, mode: Mode, tools: impl IntoIterator<Item
 }
 
 /// A message's content: a string, an array of parts, or null.
-fn content(tokenizer: Tokenizer, mode: Mode, content: &Value) -> usize {
+fn content(tokenizer: Tokenizer, mode: Mode, content: &Content) -> usize {
     match content {
-        Value::Null => 0,
-        Value::String(s) => text(tokenizer, mode, s),
-        Value::Array(parts) => parts.iter().map(|part| self::part(tokenizer, mode, part)).sum(),
-        other => json(tokenizer, mode, other),
+        Content::None => 0,
+        Content::Text(s) => text(tokenizer, mode, s),
+        Content::Parts(parts) => parts.iter().map(|part| self::part(tokenizer, mode, part)).sum(),
     }
 }
 

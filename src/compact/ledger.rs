@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::cost::{self, Mode};
 use super::tokens::Tokenizer;
-use crate::openai::{Message, ToolDef};
+use crate::openai::{Content, Message, ToolDef};
 
 /// The counts of one message (or of the tool schemas).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,17 @@ fn fresh(print: u64, bound: usize) -> Entry {
 fn message_print(message: &Message) -> u64 {
     let mut h = Fx::default();
     (message.role as u8).hash(&mut h);
-    value(&mut h, &message.content);
+    match &message.content {
+        Content::None => 0u8.hash(&mut h),
+        Content::Text(text) => {
+            3u8.hash(&mut h);
+            sample(&mut h, text);
+        }
+        Content::Parts(parts) => {
+            (4u8, parts.len()).hash(&mut h);
+            parts.iter().for_each(|part| value(&mut h, part));
+        }
+    }
     for call in message.tool_calls.iter().flatten() {
         sample(&mut h, &call.id);
         sample(&mut h, &call.function.name);

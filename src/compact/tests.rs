@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::shape::invalid;
 use super::truncate::truncate;
 use super::*;
+use crate::openai::Content;
 use crate::openai::{Message, ToolDef};
 
 pub(super) fn message(value: Value) -> Message {
@@ -63,11 +64,11 @@ fn render(messages: &[Message], report: Option<&Report>) -> String {
             let _ = write!(line, " calls {ids:?}");
         }
         let content = match &m.content {
-            Value::String(s) if s.chars().count() > 70 => {
+            Content::Text(s) if s.chars().count() > 70 => {
                 format!("{:?}… ({} chars)", s.chars().take(20).collect::<String>(), s.chars().count())
             }
-            Value::Null => String::new(),
-            other => other.to_string(),
+            Content::None => String::new(),
+            other => serde_json::to_string(other).unwrap(),
         };
         let _ = writeln!(out, "{line}: {content}");
     }
@@ -339,7 +340,7 @@ fn multibyte_results_are_cut_on_char_boundaries() {
     ];
     let limit = exact(&h) - 1;
     run(&mut h, limit).unwrap();
-    let Value::String(cut) = &h[2].content else { panic!() };
+    let Content::Text(cut) = &h[2].content else { panic!() };
     assert_eq!(*cut, format!("{}{}", "日本語🦀é".repeat(2), marker(240)));
 }
 

@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::openai::{Content, part_text};
+
 const MARKER_OPEN: &str = "…[";
 const MARKER_CLOSE: &str = " chars omitted]";
 
@@ -19,9 +21,9 @@ pub fn marker(omitted: usize) -> String {
 /// Cuts the text of a content value (a string, or the text parts of an array) to
 /// `cap` chars plus a marker. Returns whether anything changed: text within the cap,
 /// and text a cut would not make shorter, is left as it is.
-pub fn truncate(content: &mut Value, cap: usize) -> bool {
+pub fn truncate(content: &mut Content, cap: usize) -> bool {
     match content {
-        Value::String(s) => match plan(&[s.as_str()], cap) {
+        Content::Text(s) => match plan(&[s.as_str()], cap) {
             Some(cut) => {
                 s.truncate(cut.at);
                 s.push_str(&marker(cut.omitted));
@@ -29,12 +31,12 @@ pub fn truncate(content: &mut Value, cap: usize) -> bool {
             }
             None => false,
         },
-        Value::Array(parts) => {
-            let texts: Vec<&str> = parts.iter().filter_map(text_of).collect();
+        Content::Parts(parts) => {
+            let texts: Vec<&str> = parts.iter().filter_map(part_text).collect();
             let Some(cut) = plan(&texts, cap) else { return false };
             let mut seen = 0;
             parts.retain_mut(|part| {
-                if text_of(part).is_none() {
+                if part_text(part).is_none() {
                     return true;
                 }
                 let index = seen;
@@ -50,13 +52,8 @@ pub fn truncate(content: &mut Value, cap: usize) -> bool {
             });
             true
         }
-        _ => false,
+        Content::None => false,
     }
-}
-
-/// The text of a `{"type": "text", "text": …}` part.
-fn text_of(part: &Value) -> Option<&str> {
-    if part.get("type").and_then(Value::as_str) == Some("text") { part.get("text")?.as_str() } else { None }
 }
 
 /// Where to cut: in text segment `part`, at byte `at`, with `omitted` chars in the
@@ -116,6 +113,7 @@ fn parse_marker(text: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::Content;
     use serde_json::json;
 
     #[test]
@@ -128,17 +126,17 @@ mod tests {
 
     #[test]
     fn cuts_on_char_boundaries() {
-        let mut v = json!("ééééé".repeat(20));
+        let mut v = Content::from(json!("ééééé".repeat(20)));
         assert!(truncate(&mut v, 3));
         assert_eq!(v, json!("ééé…[97 chars omitted]"));
-        let mut v = json!("🦀".repeat(40));
+        let mut v = Content::from(json!("🦀".repeat(40)));
         assert!(truncate(&mut v, 1));
         assert_eq!(v, json!("🦀…[39 chars omitted]"));
     }
 
     #[test]
     fn retruncation_replaces_the_marker() {
-        let mut v = json!("x".repeat(1000));
+        let mut v = Content::from(json!("x".repeat(1000)));
         assert!(truncate(&mut v, 100));
         assert!(!truncate(&mut v, 100), "idempotent");
         assert!(!truncate(&mut v, 500), "a larger cap does not grow it back");
@@ -148,20 +146,20 @@ mod tests {
 
     #[test]
     fn short_or_barely_longer_text_stays() {
-        let mut v = json!("x".repeat(110));
+        let mut v = Content::from(json!("x".repeat(110)));
         assert!(!truncate(&mut v, 100), "cutting 10 chars for a 20-char marker");
-        let mut v = json!("short");
+        let mut v = Content::from(json!("short"));
         assert!(!truncate(&mut v, 100));
     }
 
     #[test]
     fn text_parts_are_cut_across_parts() {
-        let mut v = json!([
+        let mut v = Content::from(json!([
             {"type": "text", "text": "a".repeat(30)},
             {"type": "image_url", "image_url": {"url": "x"}},
             {"type": "text", "text": "b".repeat(50)},
             {"type": "text", "text": "c".repeat(50)},
-        ]);
+        ]));
         assert!(truncate(&mut v, 40));
         assert_eq!(
             v,

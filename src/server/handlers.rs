@@ -10,8 +10,8 @@ use http::HeaderValue;
 use serde_json::json;
 
 use super::extract::JsonBody;
-use super::{AppState, ModelLabel, sse};
-use crate::agent::{Answer, Outcome, Turn};
+use super::{AppState, ModelLabel, chat};
+use crate::agent::Turn;
 use crate::auth::Caller;
 use crate::config::VirtualModel;
 use crate::error::ApiError;
@@ -50,22 +50,7 @@ async fn chat(
     if request.messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must contain at least one message", Some("messages")));
     }
-    let response_id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let Outcome { answer, upstream, attempts, confirmation } =
-        state.agent.run(Turn { caller, model, request, response_id, off_record }).await?;
-    let mut response = match answer {
-        Answer::Complete(completion) => Json(completion).into_response(),
-        Answer::Stream(chunks) => sse::respond(chunks, state.config.server.keepalive, state.metrics.stream_opened()),
-    };
-    let headers = response.headers_mut();
-    if let Some(value) = upstream.and_then(|u| HeaderValue::from_str(&u).ok()) {
-        headers.insert("x-lariat-upstream", value);
-    }
-    if let Some(value) = confirmation.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        headers.insert("x-lariat-confirmation", value);
-    }
-    headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
-    Ok(response)
+    chat::respond(state, Turn { caller, model, request, off_record }).await
 }
 
 /// The model must exist and the key must be allowed it; with `hide_forbidden_models`

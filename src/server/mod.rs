@@ -2,6 +2,7 @@
 //! panic → JSON), handlers, and serving with graceful shutdown.
 
 mod auth;
+mod chat;
 mod extract;
 mod handlers;
 mod sse;
@@ -10,7 +11,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -51,12 +51,23 @@ pub struct AppState {
     ready: AtomicBool,
 }
 
+/// Why the gateway could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::BuildError),
+    #[error("`tools`: {0}")]
+    Tools(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 impl AppState {
-    pub fn new(config: Arc<Config>) -> Result<Arc<Self>, ApiError> {
+    pub fn new(config: Arc<Config>) -> Result<Arc<Self>, StartError> {
         let metrics = Arc::new(Metrics::default());
-        let upstream = Upstream::new(&config, metrics.clone())?;
-        let tools = Registry::new(&config.tools).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let store = Store::from_config(&config.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let upstream = Arc::new(Upstream::new(&config, metrics.clone())?);
+        let tools = Registry::new(&config.tools).map_err(|e| StartError::Tools(e.to_string()))?;
+        let store = Store::from_config(&config.store)?;
         let settings = Settings {
             max_output_bytes: config.tools.max_output_bytes,
             suspend_ttl: config.confirm.ttl,
@@ -76,7 +87,7 @@ impl AppState {
             agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings, summarizer }),
             metrics,
             config,
-            started_at: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            started_at: u64::try_from(crate::clock::unix_now()).unwrap_or(0),
             ready: AtomicBool::new(false),
         }))
     }
@@ -156,7 +167,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
 
 /// Counts every request by route, virtual model and status.
 async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(request).await;
     let model = response.extensions().get::<ModelLabel>().map_or("-", |m| m.0.as_str());
@@ -167,11 +178,7 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
-        } else {
-            tracing::debug!(status = status.as_u16(), error = %self, "request rejected");
-        }
+        self.log(if status.is_server_error() { "request failed" } else { "request rejected" });
         let mut response = (status, axum::Json(self.body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));

@@ -1,4 +1,4 @@
-//! The agent's chunk stream → an SSE response: one `data:` event per chunk, keep-alive
+//! A chunk stream → an SSE response: one `data:` event per chunk, keep-alive
 //! comments while the upstream or tools are quiet, an OpenAI-style error event if the
 //! stream fails after it started, and `data: [DONE]` at the end in every case.
 
@@ -9,11 +9,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use crate::agent::AgentStream;
+use super::chat::ChunkResults;
 use crate::error::ApiError;
 use crate::telemetry::StreamGuard;
 
-pub fn respond(chunks: AgentStream, keepalive: Duration, guard: StreamGuard) -> Response {
+pub fn respond(chunks: ChunkResults, keepalive: Duration, guard: StreamGuard) -> Response {
     let events = chunks
         .scan(false, |failed, item| {
             let event = if *failed {
@@ -31,7 +31,7 @@ pub fn respond(chunks: AgentStream, keepalive: Duration, guard: StreamGuard) -> 
                     },
                     Err(error) => {
                         *failed = true;
-                        tracing::warn!(error = %error, "stream ended with an error event");
+                        error.log("stream ended with an error event");
                         error_event(&error)
                     }
                 })

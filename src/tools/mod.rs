@@ -36,7 +36,7 @@ impl ToolError {
         if e.is_timeout() {
             Self::Failed("the request timed out".into())
         } else {
-            Self::Failed(crate::error::root_cause(e))
+            Self::Failed(crate::text::root_cause(e))
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::sse;
 use super::{Failure, Prompt, Reply};
 use crate::config::{ChainEntry, Provider};
-use crate::error::root_cause;
+use crate::text::root_cause;
 
 /// Largest error body read from an upstream (its message is all we keep).
 const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -4,6 +4,82 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Why a conversation cannot be made to fit a target: even the most compacted
+/// list needs more tokens than the target's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfit {
+    pub needed: usize,
+    pub limit: usize,
+    /// The target's context window, when known.
+    pub window: Option<u32>,
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the prompt needs {} tokens after compaction; the budget is {}", self.needed, self.limit)?;
+        match self.window {
+            Some(window) => write!(f, " (context window {window})"),
+            None => f.write_str(" (context window unknown)"),
+        }
+    }
+}
+
+/// What one upstream call (a whole chain walk) failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An upstream rejected the request as the client's fault (a 400 or 422); its
+    /// message describes the client's own request.
+    #[error("{message}")]
+    Rejected { status: u16, message: String, code: Option<String>, param: Option<String> },
+    #[error("{}", describe_attempts("rate limited by every upstream", .0))]
+    RateLimited(Vec<Attempt>),
+    #[error("{}", describe_attempts("every upstream failed", .0))]
+    Failed(Vec<Attempt>),
+    #[error("{}", describe_attempts("every upstream timed out", .0))]
+    TimedOut(Vec<Attempt>),
+    #[error("{}", describe_attempts("the conversation does not fit any target's context window", .0))]
+    ContextLength(Vec<Attempt>),
+}
+
+impl Error {
+    /// The error a failed walk ends with, from its attempts.
+    pub fn from_attempts(attempts: Vec<Attempt>) -> Self {
+        match attempts.last().map(|a| &a.failure) {
+            Some(failure @ Failure::Status { status, message, code, param, .. }) if failure.is_client_fault() => {
+                Self::Rejected { status: *status, message: message.clone(), code: code.clone(), param: param.clone() }
+            }
+            Some(failure) if failure.is_context_length() => Self::ContextLength(attempts),
+            _ if !attempts.is_empty() && attempts.iter().all(|a| a.failure.is_timeout()) => Self::TimedOut(attempts),
+            _ if !attempts.is_empty() && attempts.iter().all(|a| a.failure.is_rate_limit()) => {
+                Self::RateLimited(attempts)
+            }
+            _ => Self::Failed(attempts),
+        }
+    }
+
+    /// A stream that failed after its first chunk, on `target`.
+    pub fn midstream(target: &str, failure: Failure) -> Self {
+        Self::Failed(vec![Attempt { target: target.to_owned(), failure }])
+    }
+}
+
+/// `headline: a/x (3 attempts) → HTTP 503: busy; b/y → connection failed: ...`:
+/// each target once, with its attempt count and its last failure.
+pub fn describe_attempts(headline: &str, attempts: &[Attempt]) -> String {
+    let mut out = String::from(headline);
+    for (i, group) in attempts.chunk_by(|a, b| a.target == b.target).enumerate() {
+        let Some(last) = group.last() else { continue };
+        out.push_str(if i == 0 { ": " } else { "; " });
+        out.push_str(&last.target);
+        if group.len() > 1 {
+            out.push_str(&format!(" ({} attempts)", group.len()));
+        }
+        out.push_str(" → ");
+        out.push_str(&last.failure.to_string());
+    }
+    out
+}
+
 /// One target tried and what happened to it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -26,7 +102,7 @@ pub enum Failure {
     Stream(String),
     /// Not sent: even compacted, the prompt does not fit this target's budget.
     #[error("not sent: {0}")]
-    TooLong(String),
+    TooLong(Unfit),
 }
 
 impl Failure {
@@ -108,7 +184,7 @@ impl Failure {
             field("message").or_else(|| error.and_then(Value::as_str).map(str::to_owned)).unwrap_or_else(|| {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
-                if text.is_empty() { "no error message".to_owned() } else { truncate(text, 300) }
+                if text.is_empty() { "no error message".to_owned() } else { crate::text::shorten(text, 300) }
             });
         Self::Status {
             status,
@@ -120,12 +196,6 @@ impl Failure {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
 
 /// Replaces every occurrence of a secret with `[redacted]`.
 pub fn redact(text: &str, secrets: &[&str]) -> String {

@@ -1,5 +1,5 @@
 //! Talking to upstream providers. `Upstream::call` is the one entry point the agent
-//! uses for every upstream round: it walks the virtual model's chain (SPEC §5) —
+//! uses for every upstream round: it walks the virtual model's chain —
 //! retries with backoff and `Retry-After`, fallback to the next target, cool-downs
 //! shared across requests, stickiness within a request — and either hands back the
 //! first target's answer or one error naming every target and what happened to it.
@@ -17,11 +17,10 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-pub use failure::{Attempt, Failure};
+pub use failure::{Attempt, Error, Failure, Unfit, describe_attempts};
 pub use sse::ChunkStream;
 
 use crate::config::{ChainEntry, Config, UpstreamPolicy};
-use crate::error::ApiError;
 use serde_json::{Map, Value};
 
 use crate::openai::{ChatCompletion, ChatRequest, Message, StreamOptions, ToolDef};
@@ -33,6 +32,29 @@ pub enum Reply {
     Complete(ChatCompletion),
     /// A stream whose first chunk already arrived (so the target is committed).
     Stream(ChunkStream),
+}
+
+/// What the tool loop needs of an upstream: one round on a chain. `Upstream` is the
+/// real one; tests drive the loop with a scripted implementation.
+pub trait Model: Send + Sync + std::fmt::Debug {
+    /// One upstream round of `history` and `params` on `chain`; `stream` asks the
+    /// upstream to stream.
+    fn call<'a>(
+        &'a self,
+        chain: &'a [ChainEntry],
+        route: &'a mut Route,
+        history: &'a mut dyn History,
+        params: &'a Params<'a>,
+        stream: bool,
+    ) -> BoxFuture<'a, Result<Answered, Error>>;
+}
+
+/// The HTTP client of a provider could not be built (start-up only).
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client for `{provider}`: {reason}")]
+pub struct BuildError {
+    provider: String,
+    reason: String,
 }
 
 /// A reply and the target that produced it.
@@ -84,7 +106,10 @@ pub trait History: Send {
     /// Makes the conversation fit `target`; `tighter` after `target` said it is too
     /// long. `Ok(changed)`; `Err` says why it cannot fit: the target is skipped.
     /// Asynchronous because fitting may itself call an upstream (a summariser).
-    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, String>>;
+    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, Unfit>>;
+
+    /// The walk moves on from `from` to `to` (for progress; nothing by default).
+    fn fell_back(&mut self, _from: &ChainEntry, _to: &ChainEntry) {}
 }
 
 /// A conversation sent as it is, whatever the target.
@@ -95,7 +120,7 @@ impl History for Fixed<'_> {
         self.0
     }
 
-    fn fit<'a>(&'a mut self, _target: &'a ChainEntry, _tighter: bool) -> BoxFuture<'a, Result<bool, String>> {
+    fn fit<'a>(&'a mut self, _target: &'a ChainEntry, _tighter: bool) -> BoxFuture<'a, Result<bool, Unfit>> {
         Box::pin(std::future::ready(Ok(false)))
     }
 }
@@ -111,6 +136,11 @@ impl Route {
     /// The chain index of the target that answered last, if any.
     pub fn sticky(&self) -> Option<usize> {
         self.sticky
+    }
+
+    /// Remembers that the target at `index` answered.
+    pub fn stick_to(&mut self, index: usize) {
+        self.sticky = Some(index);
     }
 }
 
@@ -142,7 +172,7 @@ enum TargetOutcome {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
         let mut endpoints = HashMap::new();
         let summarizer = config.compaction.summarize.as_ref().map(|s| &s.target);
         let entries =
@@ -157,9 +187,9 @@ impl Upstream {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .tcp_nodelay(true)
                 .build()
-                .map_err(|e| ApiError::Internal(format!("building the HTTP client for `{}`: {e}", key.0)))?;
+                .map_err(|e| BuildError { provider: key.0.clone(), reason: e.to_string() })?;
             let url = reqwest::Url::parse(&entry.provider.chat_url)
-                .map_err(|e| ApiError::Internal(format!("the URL of `{}`: {e}", key.0)))?;
+                .map_err(|e| BuildError { provider: key.0.clone(), reason: format!("its URL: {e}") })?;
             endpoints.insert(key, Endpoint { client, url });
         }
         let policy = config.upstream.clone();
@@ -172,7 +202,7 @@ impl Upstream {
         })
     }
 
-    /// One upstream round of `history` and `params` on `chain`. `stream` asks the
+    /// One upstream round of `history` and `params` on `chain`; `stream` asks the
     /// upstream to stream.
     #[tracing::instrument(skip_all, fields(stream))]
     pub async fn call(
@@ -182,20 +212,21 @@ impl Upstream {
         history: &mut dyn History,
         params: &Params<'_>,
         stream: bool,
-    ) -> Result<Answered, ApiError> {
+    ) -> Result<Answered, Error> {
         let labels: Vec<&str> = chain.iter().map(ChainEntry::label).collect();
         let mut attempts = Vec::new();
         // After a context-length error, only targets with a larger window can help.
         let mut needs_window: Option<u32> = None;
-        let mut previous: Option<&str> = None;
+        let mut previous: Option<&ChainEntry> = None;
         for index in self.health.order(&labels, route.sticky) {
             let (entry, label) = (&chain[index], labels[index]);
             if needs_window.is_some_and(|w| entry.context_window.is_some_and(|own| own <= w)) {
                 continue;
             }
             if let Some(from) = previous {
-                self.metrics.record_fallback(from, label);
-                tracing::info!(from, to = label, "falling back to the next target");
+                self.metrics.record_fallback(from.label(), label);
+                tracing::info!(from = from.label(), to = label, "falling back to the next target");
+                history.fell_back(from, entry);
             }
             if self.health.is_cooling(label) {
                 tracing::info!(target = label, "every healthier target failed; trying one that is cooling down");
@@ -204,7 +235,7 @@ impl Upstream {
                 // Not the target's fault: no cool-down, only a larger window can help.
                 attempts.push(Attempt { target: label.to_owned(), failure: Failure::TooLong(why) });
                 needs_window = Some(entry.context_window.unwrap_or(0));
-                previous = Some(label);
+                previous = Some(entry);
                 continue;
             }
             match self.walk_target(entry, label, history, params, stream, &mut attempts).await {
@@ -215,7 +246,7 @@ impl Upstream {
                     let attempts = u32::try_from(attempts.len() + 1).unwrap_or(u32::MAX);
                     return Ok(Answered { target: entry.clone(), reply, attempts });
                 }
-                TargetOutcome::ClientFault => return Err(into_api_error(attempts)),
+                TargetOutcome::ClientFault => return Err(Error::from_attempts(attempts)),
                 TargetOutcome::ContextLength => needs_window = Some(entry.context_window.unwrap_or(0)),
                 TargetOutcome::Failed => {
                     if self.health.failed(label) {
@@ -228,12 +259,9 @@ impl Upstream {
                     }
                 }
             }
-            previous = Some(label);
+            previous = Some(entry);
         }
-        if attempts.is_empty() {
-            return Err(ApiError::UpstreamFailed(Vec::new()));
-        }
-        Err(into_api_error(attempts))
+        Err(Error::from_attempts(attempts))
     }
 
     /// Tries one target, retrying what is worth retrying. A prompt the target finds
@@ -345,31 +373,24 @@ impl Upstream {
     }
 }
 
+impl Model for Upstream {
+    fn call<'a>(
+        &'a self,
+        chain: &'a [ChainEntry],
+        route: &'a mut Route,
+        history: &'a mut dyn History,
+        params: &'a Params<'a>,
+        stream: bool,
+    ) -> BoxFuture<'a, Result<Answered, Error>> {
+        Box::pin(Upstream::call(self, chain, route, history, params, stream))
+    }
+}
+
 /// Exponential backoff with jitter: a random delay between half and all of
 /// `base × 2^retry`, capped at `max`.
 fn backoff(policy: &UpstreamPolicy, retry: u32) -> Duration {
     let exp = policy.backoff_base.saturating_mul(1u32 << retry.min(16)).min(policy.backoff_max);
     exp.mul_f64(rand::random_range(0.5..=1.0))
-}
-
-/// Maps the failed attempts of one call to what the client sees.
-fn into_api_error(attempts: Vec<Attempt>) -> ApiError {
-    match attempts.last().map(|a| &a.failure) {
-        Some(failure @ Failure::Status { status, message, code, param, .. }) if failure.is_client_fault() => {
-            ApiError::UpstreamRejected {
-                status: http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::BAD_REQUEST),
-                message: message.clone(),
-                code: code.clone(),
-                param: param.clone(),
-            }
-        }
-        Some(failure) if failure.is_context_length() => ApiError::ContextLengthExceeded(
-            crate::error::describe_attempts("the conversation does not fit any target's context window", &attempts),
-        ),
-        _ if attempts.iter().all(|a| a.failure.is_timeout()) => ApiError::UpstreamTimeout(attempts),
-        _ if attempts.iter().all(|a| a.failure.is_rate_limit()) => ApiError::RateLimited(attempts),
-        _ => ApiError::UpstreamFailed(attempts),
-    }
 }
 
 #[cfg(test)]

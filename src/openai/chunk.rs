@@ -1,138 +1,10 @@
-//! OpenAI Chat Completions wire types. Only the fields lariat acts on are typed; every
-//! other field lands in a flattened `rest` map, so pass-through is structural.
+//! Streamed Chat Completions: `chat.completion.chunk` and its parts, and the chunks
+//! lariat writes itself.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChatRequest {
-    pub model: String,
-    pub messages: Vec<Message>,
-    #[serde(default)]
-    pub stream: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    /// The client's own tools (lariat adds its server tools per round).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<ToolDef>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-/// A tool offered to the model: `{"type": "function", "function": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolDef {
-    #[serde(rename = "type", default = "function_type")]
-    pub kind: String,
-    pub function: FunctionDef,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionDef {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StreamOptions {
-    #[serde(default)]
-    pub include_usage: bool,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    Developer,
-    User,
-    Assistant,
-    Tool,
-    Function,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: Role,
-    /// A string, an array of content parts, or null (assistant messages with tool calls).
-    #[serde(default)]
-    pub content: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCall>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    #[serde(rename = "type", default = "function_type")]
-    pub kind: String,
-    pub function: FunctionCall,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
-    pub name: String,
-    #[serde(default)]
-    pub arguments: String,
-}
-
-fn function_type() -> String {
-    "function".into()
-}
-
-/// A non-streaming response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChatCompletion {
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub model: String,
-    pub choices: Vec<Choice>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Choice {
-    #[serde(default)]
-    pub index: u32,
-    pub message: Message,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Usage {
-    #[serde(default)]
-    pub prompt_tokens: u64,
-    #[serde(default)]
-    pub completion_tokens: u64,
-    #[serde(default)]
-    pub total_tokens: u64,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
-}
+use super::{ChatCompletion, Content, FinishReason, Role, Usage};
 
 /// One streamed `chat.completion.chunk`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,7 +28,7 @@ pub struct ChunkChoice {
     #[serde(default)]
     pub delta: Delta,
     #[serde(default)]
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }
@@ -193,6 +65,50 @@ pub struct FunctionDelta {
     pub arguments: Option<String>,
 }
 
+impl ChatChunk {
+    /// A chunk of `choices` (and `usage`), with `id` and `model` left for the
+    /// renderer to set.
+    fn of(choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Self {
+        Self { id: String::new(), model: String::new(), choices, usage, rest: chunk_object() }
+    }
+
+    /// One delta for choice 0.
+    pub fn delta(delta: Delta, finish_reason: Option<FinishReason>) -> Self {
+        Self::of(vec![ChunkChoice { index: 0, delta, finish_reason, rest: Map::new() }], None)
+    }
+
+    /// Text as content of choice 0 (and `role` when the response has not sent it),
+    /// with `extra` fields on the delta.
+    pub fn text(text: String, role: bool, extra: Map<String, Value>) -> Self {
+        let role = role.then_some(Role::Assistant);
+        Self::delta(Delta { role, content: Some(text), tool_calls: None, rest: extra }, None)
+    }
+
+    /// Only `finish_reason` for choice 0.
+    pub fn finish(reason: FinishReason) -> Self {
+        Self::delta(Delta::default(), Some(reason))
+    }
+
+    /// The `include_usage` chunk: no choices, the summed usage.
+    pub fn usage(usage: Usage) -> Self {
+        Self::of(Vec::new(), Some(usage))
+    }
+}
+
+impl Delta {
+    /// Nothing a client would act on: no role, content, tool calls or other field.
+    pub fn is_empty(&self) -> bool {
+        self.role.is_none()
+            && self.content.is_none()
+            && self.tool_calls.is_none()
+            && self.rest.values().all(Value::is_null)
+    }
+}
+
+fn chunk_object() -> Map<String, Value> {
+    Map::from_iter([("object".to_owned(), Value::from("chat.completion.chunk"))])
+}
+
 impl ChatCompletion {
     /// The same answer as a sequence of chunks, for clients that asked to stream from
     /// an upstream that did not: role and content first, then tool calls, then the
@@ -204,22 +120,21 @@ impl ChatCompletion {
             model: self.model.clone(),
             choices,
             usage,
-            rest: Map::from_iter([("object".to_owned(), Value::from("chat.completion.chunk"))]),
+            rest: chunk_object(),
         };
         for choice in self.choices {
-            let one = |delta: Delta, finish_reason: Option<String>| ChunkChoice {
+            let one = |delta: Delta, finish_reason: Option<FinishReason>| ChunkChoice {
                 index: choice.index,
                 delta,
                 finish_reason,
                 rest: Map::new(),
             };
             let content = match choice.message.content {
-                Value::String(s) => Some(s),
-                Value::Null => None,
-                other => Some(other.to_string()),
+                Content::Text(text) => text,
+                Content::None => String::new(),
+                parts @ Content::Parts(_) => parts.text().into_owned(),
             };
-            let mut first =
-                Delta { role: Some(Role::Assistant), content: Some(content.unwrap_or_default()), ..Delta::default() };
+            let mut first = Delta { role: Some(Role::Assistant), content: Some(content), ..Delta::default() };
             first.rest = choice.message.rest;
             chunks.push(chunk(vec![one(first, None)], None));
             if let Some(calls) = choice.message.tool_calls {
@@ -238,7 +153,7 @@ impl ChatCompletion {
                     .collect();
                 chunks.push(chunk(vec![one(Delta { tool_calls: Some(tool_calls), ..Delta::default() }, None)], None));
             }
-            chunks.push(chunk(vec![one(Delta::default(), choice.finish_reason.or_else(|| Some("stop".into())))], None));
+            chunks.push(chunk(vec![one(Delta::default(), choice.finish_reason.or(Some(FinishReason::Stop)))], None));
         }
         if include_usage && let Some(usage) = self.usage.clone() {
             chunks.push(chunk(Vec::new(), Some(usage)));
@@ -251,17 +166,6 @@ impl ChatCompletion {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn unknown_fields_round_trip() {
-        let body = json!({
-            "model": "m", "messages": [{"role": "user", "content": "hi", "name": "bob"}],
-            "temperature": 0.2, "seed": 7, "vendor_x": {"a": [1, 2]}, "stream": false
-        });
-        let req: ChatRequest = serde_json::from_value(body.clone()).unwrap();
-        assert_eq!(req.rest["vendor_x"], json!({"a": [1, 2]}));
-        assert_eq!(serde_json::to_value(&req).unwrap(), body);
-    }
 
     #[test]
     fn completion_becomes_chunks() {
@@ -280,5 +184,17 @@ mod tests {
         assert_eq!(chunks[2]["choices"][0]["finish_reason"], "tool_calls");
         assert_eq!(chunks[3]["usage"]["total_tokens"], 5);
         assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == "c1"));
+    }
+
+    #[test]
+    fn lariat_s_own_chunks() {
+        let text = serde_json::to_value(ChatChunk::text("hi".into(), true, Map::new())).unwrap();
+        assert_eq!(text["choices"][0]["delta"], json!({"role": "assistant", "content": "hi"}));
+        assert_eq!(text["object"], "chat.completion.chunk");
+        let finish = serde_json::to_value(ChatChunk::finish(FinishReason::ToolCalls)).unwrap();
+        assert_eq!(finish["choices"][0], json!({"index": 0, "delta": {}, "finish_reason": "tool_calls"}));
+        let usage = serde_json::to_value(ChatChunk::usage(Usage { total_tokens: 3, ..Usage::default() })).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 3);
     }
 }

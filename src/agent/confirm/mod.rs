@@ -1,0 +1,14 @@
+//! The confirmation gate: which calls wait for a human "yes" (`gate`), the checkpoint
+//! a paused loop is stored as (`checkpoint`), the question the client sees
+//! (`footer`), and reading the human's reply on the next request (`reply`). The
+//! store side is `agent::pause`.
+
+mod checkpoint;
+mod footer;
+mod gate;
+mod reply;
+
+pub use checkpoint::{Checkpoint, RequestParams, TRACE_GRACE, Trace, TraceState, VERSION, gone_text, new_id, store_key, trace_key};
+pub use footer::{PLACEHOLDER, footer, template};
+pub use gate::{Gate, Verdict};
+pub use reply::{Structured, find_reply, take_structured};

@@ -1,0 +1,202 @@
+//! The Chat Completions face: renders the loop's events as one `chat.completion`
+//! (JSON) or as `chat.completion.chunk`s (SSE).
+//!
+//! The response commits only once the loop has started: a failure before that is an
+//! HTTP error status; after it, an error event in the stream.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use http::HeaderValue;
+use serde_json::{Map, Value, json};
+
+use super::{AppState, sse};
+use crate::agent::{CallDelta, Delta, Ending, Event, Events, Finished, Turn};
+use crate::error::ApiError;
+use crate::openai::{ChatChunk, ChatCompletion, Choice, FunctionDelta, Role, ToolCallDelta};
+
+/// Chunks for the SSE encoder; an `Err` ends the stream with an error event.
+pub type ChunkResults = std::pin::Pin<Box<dyn Stream<Item = Result<ChatChunk, ApiError>> + Send>>;
+
+/// Runs `turn` and answers it as Chat Completions.
+pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError> {
+    let stream = turn.request.stream;
+    let include_usage = turn.request.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let face = Face { id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), model: turn.model.name.clone() };
+    let mut events = state.agent.run(turn).await?;
+    // Progress before the start (compaction, fallback) waits until the response commits.
+    let mut early = Vec::new();
+    let (target, attempts) = loop {
+        match events.next().await {
+            Some(Event::Started { target, attempts }) => break (target, attempts),
+            Some(Event::Failed(error)) => return Err(error.into()),
+            Some(other) => early.push(other),
+            None => return Err(ApiError::Internal("the loop ended before it started".into())),
+        }
+    };
+    let mut confirmation = None;
+    let mut response = if stream {
+        let events = futures::stream::iter(early).chain(events);
+        let chunks = render_stream(events, face, include_usage);
+        sse::respond(chunks, state.config.server.keepalive, state.metrics.stream_opened())
+    } else {
+        let finished = until_finished(events).await?;
+        confirmation = finished.confirmation.as_ref().map(|c| c.id.clone());
+        Json(face.completion(*finished)).into_response()
+    };
+    let headers = response.headers_mut();
+    if let Some(value) = target.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.insert("x-lariat-upstream", value);
+    }
+    if let Some(value) = confirmation.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert("x-lariat-confirmation", value);
+    }
+    headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
+    Ok(response)
+}
+
+async fn until_finished(mut events: Events) -> Result<Box<Finished>, ApiError> {
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Finished(finished) => return Ok(finished),
+            Event::Failed(error) => return Err(error.into()),
+            _ => {}
+        }
+    }
+    Err(ApiError::Internal("the loop ended without an answer".into()))
+}
+
+/// What every chunk and the completion carry.
+struct Face {
+    id: String,
+    model: String,
+}
+
+/// What the client has been sent so far.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `role: "assistant"` (only the first chunk may carry it).
+    role: bool,
+    /// A finish reason (relayed from the upstream as it came).
+    finish: bool,
+}
+
+struct StreamFace {
+    face: Face,
+    include_usage: bool,
+    seen: Seen,
+}
+
+fn render_stream(events: impl Stream<Item = Event> + Send + 'static, face: Face, include_usage: bool) -> ChunkResults {
+    let mut face = StreamFace { face, include_usage, seen: Seen::default() };
+    Box::pin(events.flat_map(move |event| futures::stream::iter(face.render(event).into_iter().flatten())))
+}
+
+impl StreamFace {
+    /// At most two chunks per event (the end: finish reason and usage).
+    fn render(&mut self, event: Event) -> [Option<Result<ChatChunk, ApiError>>; 2] {
+        let chunk = match event {
+            Event::Delta(delta) => self.delta(delta),
+            Event::ConfirmationAsked { text, confirmation } => {
+                let extra = Map::from_iter([("lariat".to_owned(), json!({"confirmation": confirmation.to_json()}))]);
+                let chunk = ChatChunk::text(text, !self.seen.role, extra);
+                self.seen.role = true;
+                Some(chunk)
+            }
+            Event::Finished(finished) => {
+                let Finished { finish_reason, usage, .. } = *finished;
+                let finish = (!self.seen.finish).then(|| self.stamp(ChatChunk::finish(finish_reason)));
+                let usage = self.include_usage.then(|| self.stamp(ChatChunk::usage(usage.unwrap_or_default())));
+                return [finish.map(Ok), usage.map(Ok)];
+            }
+            Event::Failed(error) => return [Some(Err(error.into())), None],
+            Event::Started { .. }
+            | Event::ClientCall(_)
+            | Event::RoundStarted { .. }
+            | Event::RoundFinished { .. }
+            | Event::ToolStarted { .. }
+            | Event::ToolFinished { .. }
+            | Event::Fallback { .. }
+            | Event::Compacted { .. }
+            | Event::Suspended { .. } => None,
+        };
+        [chunk.map(|c| Ok(self.stamp(c))), None]
+    }
+
+    fn stamp(&self, mut chunk: ChatChunk) -> ChatChunk {
+        chunk.id.clone_from(&self.face.id);
+        chunk.model.clone_from(&self.face.model);
+        chunk
+    }
+
+    /// The upstream's chunk with lariat's view of choice 0 put back; `None` when
+    /// nothing is left for the client.
+    fn delta(&mut self, delta: Delta) -> Option<ChatChunk> {
+        let Delta { role, text, calls, finish, remains } = delta;
+        let mut chunk = match remains {
+            Some(chunk) => *chunk,
+            None => ChatChunk::delta(crate::openai::Delta::default(), None),
+        };
+        if let Some(at) = chunk.choices.iter().position(|c| c.index == 0) {
+            let choice = &mut chunk.choices[at];
+            if role && !self.seen.role {
+                choice.delta.role = Some(Role::Assistant);
+                self.seen.role = true;
+            }
+            choice.delta.content = text;
+            if !calls.is_empty() {
+                choice.delta.tool_calls = Some(calls.into_iter().map(tool_call_delta).collect());
+            }
+            if finish.is_some() {
+                self.seen.finish = true;
+                choice.finish_reason = finish;
+            }
+            if choice.delta.is_empty()
+                && choice.finish_reason.is_none()
+                && choice.rest.values().all(Value::is_null)
+            {
+                chunk.choices.remove(at);
+            }
+        }
+        (!chunk.choices.is_empty()).then_some(chunk)
+    }
+}
+
+fn tool_call_delta(call: CallDelta) -> ToolCallDelta {
+    let CallDelta { index, id, name, arguments } = call;
+    let kind = id.is_some().then(|| "function".to_owned());
+    let function = (name.is_some() || arguments.is_some()).then_some(FunctionDelta { name, arguments });
+    ToolCallDelta { index, id, kind, function }
+}
+
+impl Face {
+    /// The non-streaming response: the last round's answer, every round's usage.
+    fn completion(self, finished: Finished) -> ChatCompletion {
+        let Finished {
+            mut message,
+            finish_reason,
+            usage,
+            rounds,
+            ended_by,
+            confirmation,
+            mut completion_rest,
+            choice_rest,
+        } = finished;
+        completion_rest.entry("object").or_insert_with(|| json!("chat.completion"));
+        completion_rest.entry("created").or_insert_with(|| json!(crate::clock::unix_now()));
+        if rounds > 0 {
+            let round_limit = ended_by == Ending::RoundLimit;
+            completion_rest.insert("lariat".into(), json!({"rounds": rounds, "round_limit": round_limit}));
+        }
+        if let Some(confirmation) = confirmation {
+            message.rest.insert("lariat".into(), json!({"confirmation": confirmation.to_json()}));
+        }
+        ChatCompletion {
+            id: self.id,
+            model: self.model,
+            choices: vec![Choice { index: 0, message, finish_reason: Some(finish_reason), rest: choice_rest }],
+            usage,
+            rest: completion_rest,
+        }
+    }
+}

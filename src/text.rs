@@ -1,0 +1,46 @@
+//! Small text helpers shared across modules: shortening for logs, footers and
+//! messages, and the innermost cause of an error chain.
+
+/// `text` cut to at most `max` characters, with `…` when something was cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// `text` on one line (control characters as spaces), at most `max` characters.
+pub fn one_line(text: &str, max: usize) -> String {
+    let single: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    shorten(&single, max)
+}
+
+/// Tool arguments for people: compact JSON on one line, at most `max` characters.
+pub fn arguments(raw: &str, max: usize) -> String {
+    let compact = serde_json::from_str::<serde_json::Value>(raw).map_or_else(|_| raw.to_owned(), |v| v.to_string());
+    one_line(&compact, max)
+}
+
+/// The innermost cause of an error: HTTP clients' top-level messages name the URL
+/// only, the cause says what happened (connection refused, reset, …).
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortens_on_character_boundaries() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("ééééé", 2), "éé…");
+        assert_eq!(one_line("a\nb\tc", 10), "a b c");
+        assert_eq!(arguments("{ \"a\" :  1 }", 100), "{\"a\":1}");
+        assert_eq!(arguments("not json\n", 100), "not json ");
+    }
+}
