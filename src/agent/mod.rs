@@ -64,6 +64,18 @@ pub struct Settings {
     pub compaction: crate::config::Compaction,
 }
 
+impl Settings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let confirm = &config.confirm;
+        Self {
+            max_output_bytes: config.tools.max_output_bytes,
+            suspend_ttl: confirm.ttl,
+            gate: Gate::new(confirm.tools.clone(), confirm.ttl, &confirm.yes_words, &confirm.no_words),
+            compaction: config.compaction.clone(),
+        }
+    }
+}
+
 /// One client request, authenticated and resolved.
 pub struct Turn {
     pub caller: Arc<Caller>,

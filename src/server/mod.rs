@@ -27,7 +27,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::agent::{Agent, Gate, Settings};
+use crate::agent::{Agent, Settings};
 use crate::auth::Keys;
 use crate::compact::Tokenizer;
 use crate::config::Config;
@@ -68,17 +68,7 @@ impl AppState {
         let upstream = Arc::new(Upstream::new(&config, metrics.clone())?);
         let tools = Registry::new(&config.tools).map_err(|e| StartError::Tools(e.to_string()))?;
         let store = Store::from_config(&config.store)?;
-        let settings = Settings {
-            max_output_bytes: config.tools.max_output_bytes,
-            suspend_ttl: config.confirm.ttl,
-            gate: Gate::new(
-                config.confirm.tools.clone(),
-                config.confirm.ttl,
-                &config.confirm.yes_words,
-                &config.confirm.no_words,
-            ),
-            compaction: config.compaction.clone(),
-        };
+        let settings = Settings::from_config(&config);
         // Through Redis, replicas share summaries; in memory, the summariser's own cache is enough.
         let shared = matches!(store, Store::Redis(_)).then(|| store.clone());
         let summarizer = config.compaction.summarize.clone().map(|s| crate::agent::Summarizer::new(s, shared));

@@ -63,6 +63,8 @@ enum Kind {
         source: Weak<mcp::Source>,
         remote_name: String,
     },
+    #[cfg(test)]
+    Scripted(Arc<testing::Scripted>),
 }
 
 impl Tool {
@@ -89,6 +91,8 @@ impl Tool {
                 Some(source) => source.call(remote_name, args).await,
                 None => Err(ToolError::Unavailable("the MCP server was removed".into())),
             },
+            #[cfg(test)]
+            Kind::Scripted(scripted) => scripted.run(args).await,
         }
     }
 
@@ -114,6 +118,68 @@ impl Tool {
         kind: Kind,
     ) -> Self {
         Self { name: name.to_owned(), description: description.to_owned(), parameters, min_access, timeout, kind }
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! Tools whose behaviour a test scripts, for driving the loop without servers.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use serde_json::{Map, Value, json};
+
+    use super::{Access, Kind, Registry, Tool, ToolError};
+
+    /// Answers `result` after `delay` (tokio's clock), counting its runs.
+    #[derive(Debug)]
+    pub struct Scripted {
+        delay: Duration,
+        result: Result<String, String>,
+        runs: AtomicUsize,
+        finished: AtomicUsize,
+    }
+
+    impl Scripted {
+        pub async fn run(&self, _args: Map<String, Value>) -> Result<String, ToolError> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            self.result.clone().map_err(ToolError::Failed)
+        }
+
+        /// Calls that started.
+        pub fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+
+        /// Calls that ran to the end (not cancelled).
+        pub fn finished(&self) -> usize {
+            self.finished.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A tool named `name` that answers `result` after `delay`, within `timeout`.
+    pub fn tool(name: &str, delay: Duration, timeout: Duration, result: Result<&str, &str>) -> (Tool, Arc<Scripted>) {
+        let result = result.map(str::to_owned).map_err(str::to_owned);
+        let scripted = Arc::new(Scripted { delay, result, runs: AtomicUsize::new(0), finished: AtomicUsize::new(0) });
+        let parameters = json!({"type": "object", "properties": {}});
+        let kind = Kind::Scripted(scripted.clone());
+        (Tool::new(name, "A scripted test tool.", parameters, Access::Guest, timeout, kind), scripted)
+    }
+
+    impl Registry {
+        /// A registry of exactly these tools.
+        pub fn of(tools: Vec<Tool>) -> Self {
+            Self {
+                fixed: tools.into_iter().map(Arc::new).collect(),
+                mcp: Vec::new(),
+                generation: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                cache: std::sync::RwLock::new(std::collections::HashMap::new()),
+            }
+        }
     }
 }
 
