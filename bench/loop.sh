@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tool loop's own overhead per round (SPEC §10: under 1 ms), measured against an
+# The tool loop's own overhead per round (target: under 1 ms), measured against an
 # instant mock upstream that calls one no-op tool (`current_time`) and then answers:
 #   one lariat request = 2 upstream rounds + 1 tool call.
 # overhead per round = (lariat p50 − 2 × direct p50 of one upstream call) / 2, at one

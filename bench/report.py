@@ -89,7 +89,7 @@ for k in ("commit", "cpu", "load_cpus", "oha", "duration_s"):
     if k in m:
         print(f"- {k}: {m[k]}" if k != "load_cpus" else f"- pinning: {k}={m[k]}")
 print()
-print("| metric | direct | nginx | bare relay | lariat | lariat/direct | lariat/nginx | SPEC §10 target | verdict |")
+print("| metric | direct | nginx | bare relay | lariat | lariat/direct | lariat/nginx | target | verdict |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
 
 rps = get(f"plain_c{conns}", "rps")
@@ -149,7 +149,7 @@ rows.append(
 )
 print("\n".join(rows))
 
-print("\n| lariat memory (VmRSS) | MB | SPEC §10 target | verdict |")
+print("\n| lariat memory (VmRSS) | MB | target | verdict |")
 print("| --- | ---: | --- | --- |")
 idle = (load("rss_idle") or {}).get("rss_kb")
 after = (load("rss_after_load") or {}).get("rss_kb")

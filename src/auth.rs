@@ -4,45 +4,10 @@
 //! the same thing after load and the plain text of a key is never kept.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
-use crate::config::Key;
+use crate::config::{Access, Key, key_digest};
 use crate::globs::Globs;
-
-/// Ordered access levels: a tool's `min_access` is compared against the caller's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Access {
-    Guest,
-    User,
-    Admin,
-}
-
-impl FromStr for Access {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "guest" => Ok(Self::Guest),
-            "user" => Ok(Self::User),
-            "admin" => Ok(Self::Admin),
-            other => Err(format!("unknown access level `{other}` (expected guest, user or admin)")),
-        }
-    }
-}
-
-impl fmt::Display for Access {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Guest => "guest",
-            Self::User => "user",
-            Self::Admin => "admin",
-        })
-    }
-}
 
 /// The authenticated identity of one request.
 #[derive(Debug)]
@@ -121,7 +86,7 @@ impl Keys {
         }
         let header = authorization.ok_or(AuthError::Missing)?;
         let token = strip_bearer(header).ok_or(AuthError::Missing)?;
-        self.by_hash.get(&sha256(token)).cloned().ok_or(AuthError::Unknown)
+        self.by_hash.get(&key_digest(token)).cloned().ok_or(AuthError::Unknown)
     }
 }
 
@@ -131,9 +96,6 @@ fn strip_bearer(header: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer ") && !token.is_empty()).then_some(token)
 }
 
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
 
 #[cfg(test)]
 mod tests {
@@ -141,7 +103,7 @@ mod tests {
 
     fn key(plain: &str, user: &str, models: Option<&[&str]>) -> Key {
         Key {
-            sha256: sha256(plain.as_bytes()),
+            sha256: key_digest(plain.as_bytes()),
             user: user.into(),
             access: Access::User,
             models: models.map(|m| Globs::new(m).unwrap()),

@@ -13,6 +13,11 @@ pub fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
 
+/// The current instant, for APIs that speak `SystemTime` (HTTP dates).
+pub fn system_now() -> std::time::SystemTime {
+    now().into()
+}
+
 /// The current time in the system's time zone.
 #[expect(clippy::disallowed_methods, reason = "the one place that reads the wall clock")]
 pub fn local_now() -> jiff::Zoned {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use lariat::auth::Access;
+use lariat::config::Access;
 use lariat::config::Config;
 use lariat::server::{self, AppState};
 use lariat::store::Store;

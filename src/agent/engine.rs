@@ -57,6 +57,15 @@ pub(super) enum Step {
     Fail(Error),
 }
 
+/// What an upstream call asks of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Offer {
+    /// The tools of the request, and its `tool_choice`.
+    Tools,
+    /// An answer in words (`tool_choice: "none"`): at the round limit, or to ask the human.
+    WordsOnly,
+}
+
 /// A finished upstream round and whether it was the last one allowed.
 pub(super) struct Round {
     result: RoundResult,
@@ -158,7 +167,8 @@ impl Engine {
 
     async fn call(&mut self) -> Step {
         let final_call = self.progress.rounds >= self.progress.limit;
-        let (reply, target, attempts) = match self.upstream(final_call).await {
+        let offer = if final_call { Offer::WordsOnly } else { Offer::Tools };
+        let (reply, target, attempts) = match self.upstream(offer).await {
             Ok(answered) => answered,
             Err(error) => return Step::Fail(error),
         };
@@ -171,10 +181,13 @@ impl Engine {
         }
     }
 
-    /// One upstream call with the conversation so far; `words_only` asks the model to
-    /// answer without tools. The target's label and the attempts it took come back.
-    pub async fn upstream(&mut self, words_only: bool) -> Result<(Reply, Arc<str>, u32), Error> {
-        let tool_choice = if words_only { Some(&*TOOL_CHOICE_NONE) } else { self.request.tool_choice.as_ref() };
+    /// One upstream call with the conversation so far. The target's label and the
+    /// attempts it took come back.
+    pub async fn upstream(&mut self, offer: Offer) -> Result<(Reply, Arc<str>, u32), Error> {
+        let tool_choice = match offer {
+            Offer::WordsOnly => Some(&*TOOL_CHOICE_NONE),
+            Offer::Tools => self.request.tool_choice.as_ref(),
+        };
         let tools = if self.mode == Mode::Loop { self.tools.defs() } else { &[] };
         let request = &self.request;
         let params = Params {
@@ -223,7 +236,7 @@ impl Engine {
             }
             Reply::Stream(chunks) => chunks,
             Reply::Complete(completion) => {
-                Box::pin(futures::stream::iter(ChatCompletion::into_chunks(completion, true).into_iter().map(Ok)))
+                Box::pin(futures::stream::iter(ChatCompletion::into_chunks(completion).into_iter().map(Ok)))
             }
         };
         // A relayed stream is the client's: lariat keeps none of its text.

@@ -14,7 +14,7 @@ use crate::compact::{self, Budget, Compactor, Dropped, Tokenizer};
 use crate::config::{ChainEntry, Compaction};
 use crate::openai::{Message, ToolDef};
 use crate::telemetry::Metrics;
-use crate::upstream::{History, Model, Unfit};
+use crate::upstream::{Fit, History, Model, Unfit};
 
 pub struct Fitting<'a> {
     pub messages: &'a mut Vec<Message>,
@@ -40,8 +40,8 @@ impl History for Fitting<'_> {
         self.messages
     }
 
-    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, Unfit>> {
-        Box::pin(self.fit_to(target, tighter))
+    fn fit<'a>(&'a mut self, target: &'a ChainEntry, how: Fit) -> BoxFuture<'a, Result<bool, Unfit>> {
+        Box::pin(self.fit_to(target, how == Fit::Tighter))
     }
 
     fn fell_back(&mut self, from: &ChainEntry, to: &ChainEntry) {

@@ -2,11 +2,10 @@
 //! in the store and a question to the human; the human's reply takes it out (once),
 //! and a reply that finds nothing is told what happened.
 
-use jiff::Timestamp;
 use serde_json::Map;
 
 use super::confirm::{self, Checkpoint, RequestParams, Structured, Trace, TraceState, Verdict};
-use super::engine::{Engine, Step};
+use super::engine::{Engine, Offer, Step};
 use super::events::{Confirmation, Ending, Event, Finished};
 use super::{Agent, Error};
 use crate::auth::Caller;
@@ -38,7 +37,8 @@ impl Engine {
     ) -> Result<Checkpoint, Error> {
         let agent = &self.agent;
         let ttl = agent.settings.gate.ttl;
-        let now = Timestamp::now().as_second();
+        // Shown to people; whether it expired is the store's TTL (tokio's clock) alone.
+        let now = crate::clock::unix_now();
         let checkpoint = Checkpoint {
             version: confirm::VERSION,
             id: confirm::new_id(),
@@ -89,7 +89,7 @@ impl Engine {
         self.append_round(checkpoint.assistant.clone(), results);
         let mut words = String::new();
         let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
-        match self.upstream(true).await {
+        match self.upstream(Offer::WordsOnly).await {
             Ok((reply, target, _)) => {
                 let (round, cut) = self.relay(reply, &target).await;
                 if let Some(error) = cut {
@@ -179,10 +179,6 @@ impl Agent {
         };
         let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Internal(format!("a checkpoint changed while it was read: {e}")))?;
-        if Timestamp::now().as_second() > checkpoint.expires_at {
-            // The store's TTL and the wall clock disagree by a moment: the wall clock wins.
-            return self.gone(caller, &id, verdict).await;
-        }
         let tools = tool_names(&checkpoint.held);
         let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Answered };
         // The checkpoint is ours now: losing the trace only makes a later replay read

@@ -76,7 +76,7 @@ impl Agent {
                 Step::Call
             }
         };
-        overlay(&mut engine.messages, &engine.model, engine.mode == Mode::Loop);
+        overlay(&mut engine.messages, &engine.model, engine.mode);
         Ok((engine, first, received))
     }
 }
@@ -120,16 +120,16 @@ pub fn forces_a_call(tool_choice: Option<&Value>) -> bool {
 
 /// Appends the model's overlay (system prompt, tools line, date) to the first
 /// system/developer message, or adds a system message at the start.
-pub fn overlay(messages: &mut Vec<Message>, model: &VirtualModel, has_server_tools: bool) {
+fn overlay(messages: &mut Vec<Message>, model: &VirtualModel, mode: Mode) {
     let mut parts: Vec<String> = Vec::new();
     if let Some(prompt) = model.system_prompt.as_deref().filter(|p| !p.trim().is_empty()) {
         parts.push(prompt.to_owned());
     }
-    if has_server_tools {
+    if mode == Mode::Loop {
         parts.push(TOOLS_LINE.to_owned());
     }
     if model.inject_datetime {
-        let now = jiff::Zoned::now();
+        let now = crate::clock::local_now();
         parts.push(format!("Current date and time: {}.", now.strftime("%A %Y-%m-%d %H:%M %Z")));
     }
     if parts.is_empty() {
@@ -168,21 +168,21 @@ mod tests {
     fn overlay_appends_to_the_system_message_or_adds_one() {
         let mut with_system =
             messages(json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]));
-        overlay(&mut with_system, &model(Some("You are lariat.")), true);
+        overlay(&mut with_system, &model(Some("You are lariat.")), Mode::Loop);
         assert_eq!(with_system[0].content, format!("Be brief.\n\nYou are lariat.\n\n{TOOLS_LINE}"));
         assert_eq!(with_system.len(), 2);
 
         let mut without = messages(json!([{"role": "user", "content": "hi"}]));
-        overlay(&mut without, &model(Some("You are lariat.")), false);
+        overlay(&mut without, &model(Some("You are lariat.")), Mode::Relay);
         assert_eq!(without[0].role, Role::System);
         assert_eq!(without[0].content, "You are lariat.");
 
         let mut untouched = messages(json!([{"role": "user", "content": "hi"}]));
-        overlay(&mut untouched, &model(None), false);
+        overlay(&mut untouched, &model(None), Mode::Relay);
         assert_eq!(untouched.len(), 1);
 
         let mut parts = messages(json!([{"role": "developer", "content": [{"type": "text", "text": "rules"}]}]));
-        overlay(&mut parts, &model(Some("overlay")), false);
+        overlay(&mut parts, &model(Some("overlay")), Mode::Relay);
         assert_eq!(serde_json::to_value(&parts[0].content).unwrap()[1], json!({"type": "text", "text": "overlay"}));
     }
 

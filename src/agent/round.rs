@@ -270,7 +270,9 @@ mod tests {
         json!({"tool_calls": [d]})
     }
 
-    fn calls(delta: &Delta) -> Vec<(u32, Option<&str>, Option<&str>, Option<&str>)> {
+    type Shown<'a> = (u32, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+    fn calls(delta: &Delta) -> Vec<Shown<'_>> {
         delta.calls.iter().map(|c| (c.index, c.id.as_deref(), c.name.as_deref(), c.arguments.as_deref())).collect()
     }
 

@@ -36,7 +36,7 @@ impl Compactor {
     }
 
     /// Makes `messages` fit `budget` with `tools` sent alongside, in the order of
-    /// SPEC §6, stopping as soon as the list fits:
+    /// the README documents, stopping as soon as the list fits:
     ///
     /// 1. tool results older than the last `keep_recent` are cut to `head_chars`;
     /// 2. the recent ones are cut to `recent_cap_chars`;

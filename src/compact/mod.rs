@@ -1,4 +1,4 @@
-//! Compaction (SPEC §6): every upstream call fits the target's context budget.
+//! Compaction: every upstream call fits the target's context budget.
 //!
 //! Pure and synchronous: it sees messages, tool schemas, a budget and a tokenizer,
 //! and knows nothing of HTTP, configuration or the upstream. The loop calls it before
@@ -62,7 +62,7 @@ impl Default for Policy {
     ///   first rows, an error) at about 100 tokens each;
     /// - `recent_cap_chars: 8_000`: about 2,000 tokens each, so three recent results
     ///   still fit the budget of a 16k-window model;
-    /// - `ratio: 0.75` (SPEC §6);
+    /// - `ratio: 0.75`;
     /// - `reply_reserve: 0`: the quarter of the window the ratio leaves over already
     ///   is the reply's room (and the estimate's margin); a reserve on top would count
     ///   it twice. Requests that set a reply length have it subtracted in full.

@@ -1,6 +1,7 @@
 //! Configuration: one TOML file → `${VAR}` expansion → strict raw types → validated
 //! domain types. After `load` returns, nothing reads the environment or the file again.
 
+mod access;
 mod expand;
 mod raw;
 mod validate;
@@ -14,9 +15,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::auth::Access;
 use crate::globs::Globs;
 
+pub use access::{Access, key_digest};
 pub use raw::{ProviderKind, StoreKind};
 
 /// The validated configuration lariat runs with.

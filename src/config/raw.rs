@@ -28,7 +28,7 @@ pub struct RawConfig {
     pub compaction: RawCompaction,
 }
 
-/// Fitting every upstream call into its target's context budget (SPEC §6).
+/// Fitting every upstream call into its target's context budget.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCompaction {

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 
 use super::raw::{self, ProviderKind, RawConfig};
 use super::*;
-use crate::auth::{Access, sha256};
+use crate::config::{Access, key_digest};
 use crate::globs::Globs;
 
 const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
@@ -472,7 +472,7 @@ fn keys(c: &mut Checker, raw: Vec<raw::RawKey>, models: &BTreeMap<String, Arc<Vi
         .filter_map(|(i, k)| {
             let key = format!("keys[{i}]");
             let sha = match (k.key, k.key_sha256) {
-                (Some(plain), None) if plain.len() >= 8 => sha256(plain.as_bytes()),
+                (Some(plain), None) if plain.len() >= 8 => key_digest(plain.as_bytes()),
                 (Some(_), None) => {
                     c.err(format!("{key}.key"), "keys must be at least 8 characters");
                     return None;

@@ -113,7 +113,7 @@ impl ChatCompletion {
     /// The same answer as a sequence of chunks, for clients that asked to stream from
     /// an upstream that did not: role and content first, then tool calls, then the
     /// finish reason, then (if asked for) usage.
-    pub fn into_chunks(self, include_usage: bool) -> Vec<ChatChunk> {
+    pub fn into_chunks(self) -> Vec<ChatChunk> {
         let mut chunks = Vec::with_capacity(self.choices.len() * 3 + 1);
         let chunk = |choices: Vec<ChunkChoice>, usage: Option<Usage>| ChatChunk {
             id: self.id.clone(),
@@ -155,7 +155,7 @@ impl ChatCompletion {
             }
             chunks.push(chunk(vec![one(Delta::default(), choice.finish_reason.or(Some(FinishReason::Stop)))], None));
         }
-        if include_usage && let Some(usage) = self.usage.clone() {
+        if let Some(usage) = self.usage.clone() {
             chunks.push(chunk(Vec::new(), Some(usage)));
         }
         chunks
@@ -177,7 +177,7 @@ mod tests {
         }))
         .unwrap();
         let chunks: Vec<Value> =
-            completion.into_chunks(true).iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+            completion.into_chunks().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
         assert_eq!(chunks.len(), 4);
         assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "hi"}));
         assert_eq!(chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");

@@ -177,6 +177,20 @@ impl<'de> Visitor<'de> for ContentVisitor {
 }
 
 #[cfg(test)]
+impl PartialEq<Value> for Content {
+    fn eq(&self, other: &Value) -> bool {
+        serde_json::to_value(self).is_ok_and(|v| &v == other)
+    }
+}
+
+#[cfg(test)]
+impl From<Value> for Content {
+    fn from(value: Value) -> Self {
+        serde_json::from_value(value).unwrap_or(Self::None)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -213,19 +227,5 @@ mod tests {
         let mut none = Content::None;
         none.append_paragraph("b");
         assert_eq!(none, "b");
-    }
-}
-
-#[cfg(test)]
-impl PartialEq<Value> for Content {
-    fn eq(&self, other: &Value) -> bool {
-        serde_json::to_value(self).is_ok_and(|v| &v == other)
-    }
-}
-
-#[cfg(test)]
-impl From<Value> for Content {
-    fn from(value: Value) -> Self {
-        serde_json::from_value(value).unwrap_or(Self::None)
     }
 }

@@ -38,7 +38,7 @@ pub fn current_time(args: &Map<String, Value>) -> Result<String, ToolError> {
     };
     let tz = jiff::tz::TimeZone::get(zone)
         .map_err(|_| ToolError::Failed(format!("unknown time zone `{zone}` (use an IANA name like Europe/Paris)")))?;
-    let now = jiff::Timestamp::now().to_zoned(tz);
+    let now = crate::clock::now().to_zoned(tz);
     Ok(format!("{} ({zone}, {})", now.strftime("%Y-%m-%dT%H:%M:%S%:z"), now.strftime("%A")))
 }
 

@@ -25,7 +25,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Notify, watch};
 
 use super::{Tool, ToolError, names};
-use crate::auth::Access;
+use crate::config::Access;
 use crate::config::{McpServer, McpTransport};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);

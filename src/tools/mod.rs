@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::auth::Access;
+use crate::config::Access;
 use crate::config;
 use crate::globs::Globs;
 use crate::openai::{FunctionDef, ToolDef};

@@ -109,7 +109,7 @@ fn retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(when.duration_since(crate::clock::system_now()).unwrap_or(Duration::ZERO))
 }
 
 /// The request as sent to one target: the prompt with `model` and `stream` set,
@@ -162,7 +162,7 @@ mod tests {
     fn parses_retry_after() {
         assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
         assert_eq!(retry_after(" 0 "), Some(Duration::ZERO));
-        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let later = crate::clock::system_now() + Duration::from_secs(120);
         let delay = retry_after(&httpdate::fmt_http_date(later)).unwrap();
         assert!(delay > Duration::from_secs(100) && delay <= Duration::from_secs(120), "{delay:?}");
         assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a past date means now");

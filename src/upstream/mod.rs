@@ -100,13 +100,22 @@ pub struct Prompt<'a> {
 /// The conversation of one upstream call. Before each target is tried it is made to
 /// fit that target (a backup with a smaller window gets its own compaction), and
 /// once more, tighter, when a target refuses it as too long.
+/// How hard to fit a conversation to a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Within the target's budget.
+    Budget,
+    /// Below it: the target refused the last attempt as too long.
+    Tighter,
+}
+
 pub trait History: Send {
     fn messages(&self) -> &[Message];
 
-    /// Makes the conversation fit `target`; `tighter` after `target` said it is too
-    /// long. `Ok(changed)`; `Err` says why it cannot fit: the target is skipped.
-    /// Asynchronous because fitting may itself call an upstream (a summariser).
-    fn fit<'a>(&'a mut self, target: &'a ChainEntry, tighter: bool) -> BoxFuture<'a, Result<bool, Unfit>>;
+    /// Makes the conversation fit `target`. `Ok(changed)`; `Err` says why it cannot
+    /// fit: the target is skipped. Asynchronous because fitting may itself call an
+    /// upstream (a summariser).
+    fn fit<'a>(&'a mut self, target: &'a ChainEntry, how: Fit) -> BoxFuture<'a, Result<bool, Unfit>>;
 
     /// The walk moves on from `from` to `to` (for progress; nothing by default).
     fn fell_back(&mut self, _from: &ChainEntry, _to: &ChainEntry) {}
@@ -120,7 +129,7 @@ impl History for Fixed<'_> {
         self.0
     }
 
-    fn fit<'a>(&'a mut self, _target: &'a ChainEntry, _tighter: bool) -> BoxFuture<'a, Result<bool, Unfit>> {
+    fn fit<'a>(&'a mut self, _target: &'a ChainEntry, _how: Fit) -> BoxFuture<'a, Result<bool, Unfit>> {
         Box::pin(std::future::ready(Ok(false)))
     }
 }
@@ -231,7 +240,7 @@ impl Upstream {
             if self.health.is_cooling(label) {
                 tracing::info!(target = label, "every healthier target failed; trying one that is cooling down");
             }
-            if let Err(why) = history.fit(entry, false).await {
+            if let Err(why) = history.fit(entry, Fit::Budget).await {
                 // Not the target's fault: no cool-down, only a larger window can help.
                 attempts.push(Attempt { target: label.to_owned(), failure: Failure::TooLong(why) });
                 needs_window = Some(entry.context_window.unwrap_or(0));
@@ -309,7 +318,7 @@ impl Upstream {
                     return TargetOutcome::ContextLength;
                 }
                 tightened = true;
-                match history.fit(entry, true).await {
+                match history.fit(entry, Fit::Tighter).await {
                     Ok(true) => {}
                     // Sending the same prompt again would get the same answer.
                     Ok(false) => return TargetOutcome::ContextLength,

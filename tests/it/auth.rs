@@ -1,4 +1,4 @@
-//! Bearer keys (SPEC §1): 401 / 403 / 404, per-key model lists, open loopback mode.
+//! Bearer keys: 401 / 403 / 404, per-key model lists, open loopback mode.
 
 use crate::harness::*;
 

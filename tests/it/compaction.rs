@@ -1,4 +1,4 @@
-//! Compaction (SPEC §6): every upstream call fits its target's context budget, the
+//! Compaction: every upstream call fits its target's context budget, the
 //! message list stays valid, and a target that still finds a prompt too long gets it
 //! once more, compacted tighter.
 

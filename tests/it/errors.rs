@@ -1,4 +1,4 @@
-//! Every rejection is OpenAI-shaped JSON with the right status (SPEC §1).
+//! Every rejection is OpenAI-shaped JSON with the right status.
 
 use axum::routing::get;
 use serde_json::json;

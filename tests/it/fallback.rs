@@ -1,4 +1,4 @@
-//! The fallback chain (SPEC §5): retries, backoff and `Retry-After`, moving on,
+//! The fallback chain: retries, backoff and `Retry-After`, moving on,
 //! cool-downs, stickiness, streams failing before and after their first chunk.
 //!
 //! Tests that wait (backoff, `Retry-After`, timeouts, cool-downs) run under tokio's

@@ -298,7 +298,7 @@ models = ["other"]
 }
 
 pub fn sha256_hex(s: &str) -> String {
-    hex::encode(lariat::auth::sha256(s.as_bytes()))
+    hex::encode(lariat::config::key_digest(s.as_bytes()))
 }
 
 /// A running lariat instance.

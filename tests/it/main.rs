@@ -5,7 +5,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test code fails loudly on purpose; the crate's lints guard production code"
+    clippy::disallowed_methods,
+    reason = "test code fails loudly on purpose, and measures real time against real sockets; the crate's lints guard production code"
 )]
 
 mod harness;
@@ -18,6 +19,7 @@ mod compaction;
 mod confirm;
 mod errors;
 mod fallback;
+mod layout;
 mod mcp;
 mod relay;
 mod sdk;

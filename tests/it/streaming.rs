@@ -1,4 +1,4 @@
-//! Streaming relay (SPEC §7): order, one id, `[DONE]`, no buffering, keep-alive,
+//! Streaming relay: order, one id, `[DONE]`, no buffering, keep-alive,
 //! cancellation on disconnect, non-streaming upstreams streamed, mid-stream failure.
 
 use std::sync::Arc;

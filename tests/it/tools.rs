@@ -1,4 +1,4 @@
-//! The tool loop (SPEC §2, §7, §8): server tools run by lariat, client tools handed
+//! The tool loop: server tools run by lariat, client tools handed
 //! back and resumed, limits, access, streaming across rounds.
 
 use serde_json::{Value, json};

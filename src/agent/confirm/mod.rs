@@ -10,5 +10,7 @@ mod reply;
 
 pub use checkpoint::{Checkpoint, RequestParams, TRACE_GRACE, Trace, TraceState, VERSION, gone_text, new_id, store_key, trace_key};
 pub use footer::{PLACEHOLDER, footer, template};
-pub use gate::{DENIED, DENIED_OTHER, Gate, Verdict};
+pub use gate::{Gate, Verdict};
+#[cfg(test)]
+pub use gate::{DENIED, DENIED_OTHER};
 pub use reply::{Structured, find_reply, take_structured};

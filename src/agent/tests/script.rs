@@ -17,7 +17,7 @@ use crate::openai::{ChatChunk, ChatCompletion, ChatRequest};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::tools::{Registry, Tool};
-use crate::upstream::{self, Answered, Attempt, Failure, History, Model, Params, Reply, Route};
+use crate::upstream::{self, Answered, Attempt, Failure, Fit, History, Model, Params, Reply, Route};
 
 /// One scripted upstream answer.
 pub enum Answer {
@@ -152,7 +152,7 @@ impl Model for Script {
     ) -> BoxFuture<'a, Result<Answered, upstream::Error>> {
         Box::pin(async move {
             let target = &chain[0];
-            history.fit(target, false).await.map_err(|_| failed(target))?;
+            history.fit(target, Fit::Budget).await.map_err(|_| failed(target))?;
             let tools = params.tools.iter().chain(params.client_tools).map(|t| t.function.name.clone()).collect();
             self.received.lock().unwrap().push(Received {
                 messages: serde_json::to_value(history.messages()).unwrap(),
@@ -160,7 +160,7 @@ impl Model for Script {
                 tool_choice: params.tool_choice.cloned(),
                 stream,
             });
-            let answer = self.answers.lock().unwrap().pop_front().unwrap_or_else(|| Answer::Fail);
+            let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Answer::Fail);
             let reply = reply(answer, target, stream).await?;
             route.stick_to(0);
             Ok(Answered { target: target.clone(), reply, attempts: 1 })
