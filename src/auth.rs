@@ -96,7 +96,6 @@ fn strip_bearer(header: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer ") && !token.is_empty()).then_some(token)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

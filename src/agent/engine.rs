@@ -167,13 +167,13 @@ impl Engine {
 
     async fn call(&mut self) -> Step {
         let final_call = self.progress.rounds >= self.progress.limit;
+        self.emit(Event::RoundStarted { round: self.progress.rounds + 1 }).await;
         let offer = if final_call { Offer::WordsOnly } else { Offer::Tools };
         let (reply, target, attempts) = match self.upstream(offer).await {
             Ok(answered) => answered,
             Err(error) => return Step::Fail(error),
         };
         self.start(Some(target.clone()), attempts).await;
-        self.emit(Event::RoundStarted { round: self.progress.rounds + 1 }).await;
         let (result, cut) = self.relay(reply, &target).await;
         match cut {
             Some(error) => Step::Fail(error),

@@ -2,9 +2,9 @@
 //! Each wire protocol is a face that renders them (Chat Completions JSON and SSE
 //! today); progress for chat UIs is one more rendering of the same events.
 //!
-//! Order: zero or more progress events (`Compacted`, `Fallback`), then `Started`
-//! or `Failed`; after `Started`, anything, ending with exactly one `Finished` or
-//! `Failed`.
+//! Order: zero or more progress events (`RoundStarted`, `Compacted`, `Fallback`),
+//! then `Started` or `Failed`; after `Started`, anything, ending with exactly one
+//! `Finished` or `Failed`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,33 +12,63 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Error;
-pub use crate::telemetry::ToolOutcome;
 use crate::openai::{ChatChunk, FinishReason, Message, ToolCall, Usage};
+pub use crate::telemetry::ToolOutcome;
 
 #[derive(Debug)]
 pub enum Event {
     /// The response can start: the first upstream call answered (naming its target
     /// and how many attempts it took), or the loop needs no upstream to begin.
-    Started { target: Option<Arc<str>>, attempts: u32 },
+    Started {
+        target: Option<Arc<str>>,
+        attempts: u32,
+    },
     /// Output for the client, as it arrives.
     Delta(Delta),
     /// A client tool call, complete (its deltas went out before).
     ClientCall(ToolCall),
-    /// An upstream round begins (1-based; rounds of a resumed loop go on counting).
-    RoundStarted { round: u32 },
+    /// An upstream call begins (1-based; rounds of a resumed loop go on counting).
+    RoundStarted {
+        round: u32,
+    },
     /// The round's upstream answer is in: how many calls lariat runs or holds.
-    RoundFinished { round: u32, server_calls: usize },
-    ToolStarted { id: String, name: String, arguments: String },
-    ToolFinished { id: String, name: String, outcome: ToolOutcome, duration: Duration },
+    RoundFinished {
+        round: u32,
+        server_calls: usize,
+    },
+    ToolStarted {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    ToolFinished {
+        id: String,
+        name: String,
+        outcome: ToolOutcome,
+        duration: Duration,
+    },
     /// The chain moved on from a failing target.
-    Fallback { from: Arc<str>, to: Arc<str> },
+    Fallback {
+        from: Arc<str>,
+        to: Arc<str>,
+    },
     /// The conversation was compacted to fit `target`.
-    Compacted { target: Arc<str>, tokens_before: usize, tokens_after: usize, dropped_messages: usize },
+    Compacted {
+        target: Arc<str>,
+        tokens_before: usize,
+        tokens_after: usize,
+        dropped_messages: usize,
+    },
     /// A held call waits for the human: `text` is what the client shows after the
     /// model's words (the footer with the marker).
-    ConfirmationAsked { text: String, confirmation: Confirmation },
+    ConfirmationAsked {
+        text: String,
+        confirmation: Confirmation,
+    },
     /// The client's own tools must run: the round is stored, the calls handed out.
-    Suspended { calls: Vec<ToolCall> },
+    Suspended {
+        calls: Vec<ToolCall>,
+    },
     Finished(Box<Finished>),
     /// The loop failed; after `Started` the client sees an error in the stream.
     Failed(Error),

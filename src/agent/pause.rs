@@ -83,8 +83,7 @@ impl Engine {
     /// way, since the checkpoint is already stored.
     pub(super) async fn ask(&mut self, checkpoint: Checkpoint) -> Step {
         let depth = self.messages.len();
-        let placeholders =
-            checkpoint.held.iter().map(|c| Message::tool_result(&c.id, confirm::PLACEHOLDER.into()));
+        let placeholders = checkpoint.held.iter().map(|c| Message::tool_result(&c.id, confirm::PLACEHOLDER.into()));
         let results = checkpoint.results.iter().cloned().chain(placeholders).collect();
         self.append_round(checkpoint.assistant.clone(), results);
         let mut words = String::new();

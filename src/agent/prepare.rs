@@ -20,10 +20,7 @@ use crate::tools::ToolSet;
 impl Agent {
     /// Builds the loop for `turn`; the request's parts move into it (nothing is
     /// copied). Returns the first step and the receiving end of its events.
-    pub(super) async fn prepare(
-        self: &Arc<Self>,
-        turn: Turn,
-    ) -> Result<(Engine, Step, mpsc::Receiver<Event>), Error> {
+    pub(super) async fn prepare(self: &Arc<Self>, turn: Turn) -> Result<(Engine, Step, mpsc::Receiver<Event>), Error> {
         let Turn { caller, model, mut request, off_record } = turn;
         let structured = confirm::take_structured(&mut request.rest)
             .map_err(|message| Error::bad_request(message, "lariat.confirm"))?;

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::events::{CallDelta, Delta};
-use crate::openai::{ChatChunk, ChatCompletion, Content, FinishReason, FunctionCall, Message, ToolCall, ToolCallDelta, Usage};
+use crate::openai::{
+    ChatChunk, ChatCompletion, Content, FinishReason, FunctionCall, Message, ToolCall, ToolCallDelta, Usage,
+};
 
 /// Whose tool calls a round holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -392,8 +392,9 @@ mod tests {
             Message { tool_calls: Some(vec![call]), ..msg(Role::Assistant, "") },
             Message { tool_call_id: Some("c1".into()), ..msg(Role::Tool, &"rain ".repeat(2_000)) },
             Message {
-                content: json!([{"type": "text", "text": "and this"}, {"type": "image_url", "image_url": {"url": "x"}}])
-                    .into(),
+                content:
+                    json!([{"type": "text", "text": "and this"}, {"type": "image_url", "image_url": {"url": "x"}}])
+                        .into(),
                 ..msg(Role::User, "")
             },
         ];
@@ -418,7 +419,8 @@ mod tests {
         let Attach::Replace(again) = attach(&messages, "About Oslo and Bergen.") else { panic!() };
         assert_eq!(again.content, format!("Be brief.\n\n{HEADER}About Oslo and Bergen."));
 
-        let parts = Message { content: json!([{"type": "text", "text": "Be brief."}]).into(), ..msg(Role::Developer, "") };
+        let parts =
+            Message { content: json!([{"type": "text", "text": "Be brief."}]).into(), ..msg(Role::Developer, "") };
         let Attach::Replace(first) = attach(&[parts], "About Oslo.") else { panic!() };
         let expected =
             json!([{"type": "text", "text": "Be brief."}, {"type": "text", "text": format!("{HEADER}About Oslo.")}]);

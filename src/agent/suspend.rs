@@ -52,7 +52,11 @@ fn pending_results(messages: &[Message]) -> Option<(usize, Vec<String>)> {
 
 impl Agent {
     /// Puts a suspended round back into `messages`; returns its rounds and route.
-    pub(super) async fn restore(&self, key_id: &str, messages: &mut Vec<Message>) -> Result<Option<(u32, Route)>, Error> {
+    pub(super) async fn restore(
+        &self,
+        key_id: &str,
+        messages: &mut Vec<Message>,
+    ) -> Result<Option<(u32, Route)>, Error> {
         let Some((at, ids)) = pending_results(messages) else { return Ok(None) };
         let Some(first) = ids.first() else { return Ok(None) };
         let Some(bytes) = self.store.take(&key(key_id, first)).await? else {

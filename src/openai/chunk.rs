@@ -176,8 +176,7 @@ mod tests {
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         }))
         .unwrap();
-        let chunks: Vec<Value> =
-            completion.into_chunks().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+        let chunks: Vec<Value> = completion.into_chunks().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
         assert_eq!(chunks.len(), 4);
         assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "hi"}));
         assert_eq!(chunks[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");

@@ -151,10 +151,7 @@ impl StreamFace {
                 self.seen.finish = true;
                 choice.finish_reason = finish;
             }
-            if choice.delta.is_empty()
-                && choice.finish_reason.is_none()
-                && choice.rest.values().all(Value::is_null)
-            {
+            if choice.delta.is_empty() && choice.finish_reason.is_none() && choice.rest.values().all(Value::is_null) {
                 chunk.choices.remove(at);
             }
         }

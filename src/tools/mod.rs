@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::config::Access;
 use crate::config;
+use crate::config::Access;
 use crate::globs::Globs;
 use crate::openai::{FunctionDef, ToolDef};
 

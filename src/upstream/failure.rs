@@ -196,7 +196,6 @@ impl Failure {
     }
 }
 
-
 /// Replaces every occurrence of a secret with `[redacted]`.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
     secrets.iter().filter(|s| s.len() >= 4).fold(text.to_owned(), |acc, secret| acc.replace(secret, "[redacted]"))

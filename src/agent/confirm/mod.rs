@@ -8,9 +8,11 @@ mod footer;
 mod gate;
 mod reply;
 
-pub use checkpoint::{Checkpoint, RequestParams, TRACE_GRACE, Trace, TraceState, VERSION, gone_text, new_id, store_key, trace_key};
+pub use checkpoint::{
+    Checkpoint, RequestParams, TRACE_GRACE, Trace, TraceState, VERSION, gone_text, new_id, store_key, trace_key,
+};
 pub use footer::{PLACEHOLDER, footer, template};
-pub use gate::{Gate, Verdict};
 #[cfg(test)]
 pub use gate::{DENIED, DENIED_OTHER};
+pub use gate::{Gate, Verdict};
 pub use reply::{Structured, find_reply, take_structured};

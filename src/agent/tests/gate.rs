@@ -45,7 +45,10 @@ async fn a_held_call_waits_and_the_model_phrases_the_question() {
     let question = asked(&rig).await;
     assert_eq!(runs.runs(), 0, "held, not run");
     assert!(question.starts_with("Shall I delete /tmp/x?"));
-    assert!(confirm::find_reply(&serde_json::from_value::<Vec<_>>(reply(&question, "yes")["messages"].clone()).unwrap()).is_some());
+    assert!(
+        confirm::find_reply(&serde_json::from_value::<Vec<_>>(reply(&question, "yes")["messages"].clone()).unwrap())
+            .is_some()
+    );
     let phrasing = &rig.script.received()[1];
     assert_eq!(phrasing.tool_choice, Some(json!("none")), "the question is words only");
     assert_eq!(phrasing.message(-2)["content"], "found", "the round's other call ran");

@@ -66,7 +66,7 @@ async fn without_server_tools_the_answer_is_relayed_in_one_round() {
     let rig = Rig::new(Vec::new(), "");
     rig.script.push(text("Hello!"));
     let events = rig.run(ask("hi")).await;
-    assert_eq!(names(&events), ["started", "round_started", "finished"]);
+    assert_eq!(names(&events), ["round_started", "started", "finished"]);
     let done = finished(&events);
     assert_eq!(done.message.content, "Hello!");
     assert_eq!((done.rounds, done.ended_by), (0, Ending::Answer));
@@ -83,17 +83,11 @@ async fn a_server_call_runs_and_its_result_goes_back_to_the_model() {
     let events = rig.run(ask("look it up")).await;
     assert_eq!(
         names(&events),
-        [
-            "started",
-            "round_started",
-            "round_finished",
-            "tool_started",
-            "tool_finished",
-            "round_started",
-            "finished"
-        ]
+        ["round_started", "started", "round_finished", "tool_started", "tool_finished", "round_started", "finished"]
     );
-    assert!(matches!(&events[3], Event::ToolStarted { name, arguments, .. } if name == "lookup" && arguments == "{\"q\":\"x\"}"));
+    assert!(
+        matches!(&events[3], Event::ToolStarted { name, arguments, .. } if name == "lookup" && arguments == "{\"q\":\"x\"}")
+    );
     let done = finished(&events);
     assert_eq!((done.rounds, done.message.content.text().as_ref()), (1, "It is x."));
     assert_eq!(done.usage.as_ref().map(|u| u.total_tokens), Some(30), "usage is summed over both rounds");
@@ -192,7 +186,8 @@ async fn a_forced_tool_choice_relaxes_after_one_round() {
 async fn client_calls_suspend_the_loop_and_the_round_comes_back_whole() {
     let rig = Rig::new(vec![echo()], "");
     rig.script.push(calls(&[("lookup", "{}"), ("web_search", "{\"q\":\"rust\"}")]));
-    let client_tool = json!([{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]);
+    let client_tool =
+        json!([{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]);
     let mut body = ask("search");
     body["tools"] = client_tool.clone();
     let events = rig.run(body).await;
@@ -255,7 +250,7 @@ async fn a_failure_before_the_start_is_the_first_event() {
     let rig = Rig::new(Vec::new(), "");
     rig.script.push(Answer::Fail);
     let events = rig.run(ask("hi")).await;
-    assert_eq!(names(&events), ["failed"], "no Started: the face can still answer with a status");
+    assert_eq!(names(&events), ["round_started", "failed"], "no Started: the face can still answer with a status");
 }
 
 #[tokio::test(start_paused = true)]
@@ -265,7 +260,7 @@ async fn a_stream_cut_after_the_start_fails_after_what_arrived() {
     let mut body = ask("hi");
     body["stream"] = json!(true);
     let events = rig.run(body).await;
-    assert_eq!(names(&events), ["started", "round_started", "delta", "failed"]);
+    assert_eq!(names(&events), ["round_started", "started", "delta", "failed"]);
     let Some(Event::Failed(error)) = events.last() else { unreachable!() };
     assert!(error.to_string().contains("connection reset"), "{error}");
 }
@@ -276,7 +271,7 @@ async fn a_failing_second_round_fails_the_started_loop() {
     rig.script.push(calls(&[("lookup", "{}")]));
     rig.script.push(Answer::Fail);
     let events = rig.run(ask("go")).await;
-    assert_eq!(names(&events).first(), Some(&"started"));
+    assert_eq!(names(&events)[..2], ["round_started", "started"]);
     assert!(matches!(events.last(), Some(Event::Failed(super::Error::Upstream(_)))));
 }
 
@@ -328,4 +323,37 @@ async fn a_client_tool_named_like_a_server_tool_is_refused_before_anything_runs(
     let refused = rig.agent.run(rig.request(body)).await;
     assert!(matches!(refused, Err(super::Error::BadRequest { param: "tools", .. })));
     assert!(rig.script.received().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_compaction_before_a_call_is_announced() {
+    let rig = Rig::new(vec![echo()], "[compaction]\ndefault_context_window = 2000\n");
+    rig.script.push(calls(&[("lookup", "{}")]));
+    rig.script.push(text("short now"));
+    let old_turns: Vec<Value> = (0..40)
+        .flat_map(|i| {
+            [
+                json!({"role": "user", "content": format!("question {i}: {}", "words ".repeat(40))}),
+                json!({"role": "assistant", "content": format!("answer {i}: {}", "more words ".repeat(40))}),
+            ]
+        })
+        .chain([json!({"role": "user", "content": "and now?"})])
+        .collect();
+    let events = rig.run(json!({"messages": old_turns})).await;
+    let compacted: Vec<(usize, usize, usize)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Compacted { target, tokens_before, tokens_after, dropped_messages } => {
+                assert_eq!(&**target, "mock/model-a");
+                Some((*tokens_before, *tokens_after, *dropped_messages))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!compacted.is_empty(), "{:?}", names(&events));
+    let (before, after, dropped) = compacted[0];
+    assert!(after < before && after <= 1500 && dropped > 0, "{compacted:?}");
+    assert_eq!(names(&events)[..3], ["round_started", "compacted", "started"], "progress may precede the start");
+    let first = &rig.script.received()[0];
+    assert_eq!(first.message(-1)["content"], "and now?", "the latest question is never dropped");
 }
