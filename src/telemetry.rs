@@ -111,6 +111,19 @@ struct TokenLabels {
     kind: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerTokenLabels {
+    model: String,
+    target: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnswerLabels {
+    model: String,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConfirmationLabels {
     tool: String,
@@ -143,6 +156,8 @@ pub struct Metrics {
     cooldowns: Family<TargetLabels, Counter>,
     first_token: HistogramFamily<TargetLabels>,
     tokens: Family<TokenLabels, Counter>,
+    answer_tokens: Family<AnswerTokenLabels, Counter>,
+    answers: Family<AnswerLabels, Counter>,
     tool_calls: Family<ToolLabels, Counter>,
     tool_latency: HistogramFamily<ToolNameLabels>,
     rounds: HistogramFamily<ModelLabels>,
@@ -170,6 +185,8 @@ impl Default for Metrics {
         let cooldowns = Family::default();
         let first_token: HistogramFamily<TargetLabels> = Family::new_with_constructor(latency_histogram);
         let tokens = Family::default();
+        let answer_tokens = Family::default();
+        let answers = Family::default();
         let tool_calls = Family::default();
         let tool_latency: HistogramFamily<ToolNameLabels> = Family::new_with_constructor(latency_histogram);
         let rounds: HistogramFamily<ModelLabels> = Family::new_with_constructor(rounds_histogram);
@@ -188,6 +205,16 @@ impl Default for Metrics {
             first_token.clone(),
         );
         registry.register("tokens", "Prompt and completion tokens by user, model and target", tokens.clone());
+        registry.register(
+            "answer_tokens",
+            "The answer model's share of `tokens`, by model, answer target and kind",
+            answer_tokens.clone(),
+        );
+        registry.register(
+            "answers",
+            "Hand-overs to an answer model by model and outcome (written, failed, loop_fallback)",
+            answers.clone(),
+        );
         registry.register("tool_calls", "Tool calls by tool and outcome", tool_calls.clone());
         registry.register("tool_duration_seconds", "Tool call latency by tool", tool_latency.clone());
         registry.register("rounds", "Tool-loop rounds per request, by model", rounds.clone());
@@ -216,6 +243,8 @@ impl Default for Metrics {
             cooldowns,
             first_token,
             tokens,
+            answer_tokens,
+            answers,
             tool_calls,
             tool_latency,
             rounds,
@@ -254,6 +283,18 @@ impl Metrics {
             let labels = TokenLabels { user: user.into(), model: model.into(), target: target.into(), kind };
             self.tokens.get_or_create(&labels).inc_by(n);
         }
+    }
+
+    /// Tokens of an answer model (they are in `record_tokens` too).
+    pub fn record_answer_tokens(&self, model: &str, target: &str, prompt: u64, completion: u64) {
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            let labels = AnswerTokenLabels { model: model.into(), target: target.into(), kind };
+            self.answer_tokens.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    pub fn record_answer(&self, model: &str, outcome: &'static str) {
+        self.answers.get_or_create(&AnswerLabels { model: model.into(), outcome }).inc();
     }
 
     /// `tool` must be a configured name (or a fixed word such as `unknown`), never

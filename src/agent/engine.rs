@@ -52,6 +52,8 @@ pub(super) enum Step {
     /// Hand the client its calls (the rest of the round is stored).
     Suspend(Box<Handout>),
     Answer(Box<Finished>),
+    /// The loop model is done: the answer model writes the reply from its notes.
+    HandOver(Box<Finished>),
     /// Answer with this text and call nothing.
     Say(String),
     Fail(Error),
@@ -64,6 +66,17 @@ pub(super) enum Offer {
     Tools,
     /// An answer in words (`tool_choice: "none"`): at the round limit, or to ask the human.
     WordsOnly,
+}
+
+/// Whose words an upstream reply carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Voice {
+    /// The loop model, in a round (with an answer model, its text is not the reply).
+    Loop,
+    /// The loop model, asking the human to confirm.
+    Question,
+    /// The answer model, writing the reply.
+    Answer,
 }
 
 /// A finished upstream round and whether it was the last one allowed.
@@ -146,6 +159,7 @@ impl Engine {
                 Step::Act(round) => self.act(*round).await,
                 Step::Ask(checkpoint) => self.ask(*checkpoint).await,
                 Step::Suspend(handout) => self.suspend(*handout).await,
+                Step::HandOver(notes) => self.hand_over(*notes).await,
                 Step::Say(text) => self.say(text).await,
                 Step::Answer(finished) => return self.answer(finished).await,
                 Step::Fail(error) => return self.emit(Event::Failed(error)).await,
@@ -174,7 +188,7 @@ impl Engine {
             Err(error) => return Step::Fail(error),
         };
         self.start(Some(target.clone()), attempts).await;
-        let (result, cut) = self.relay(reply, &target).await;
+        let (result, cut) = self.relay(reply, &target, Voice::Loop).await;
         match cut {
             Some(error) => Step::Fail(error),
             None => Step::Act(Box::new(Round { result, final_call })),
@@ -227,12 +241,14 @@ impl Engine {
     /// Reads an upstream reply: deltas for a streaming client as they arrive, then
     /// the whole round, booked (usage, tokens). A stream cut after its start comes
     /// back as the error it ends with, beside what arrived.
-    pub async fn relay(&mut self, reply: Reply, target: &str) -> (RoundResult, Option<Error>) {
+    pub async fn relay(&mut self, reply: Reply, target: &str, voice: Voice) -> (RoundResult, Option<Error>) {
         let request = &self.request;
+        // With an answer model the loop model's words are notes, not the reply.
+        let hide_text = voice == Voice::Loop && self.model.answer.is_some();
         let mut chunks: ChunkStream = match reply {
             Reply::Complete(completion) if !request.stream => {
                 let round = RoundResult::from_completion(completion, &request.client_names, self.mode);
-                return (self.book(round, target).await, None);
+                return (self.book(round, target, voice).await, None);
             }
             Reply::Stream(chunks) => chunks,
             Reply::Complete(completion) => {
@@ -247,10 +263,16 @@ impl Engine {
         while let Some(item) = chunks.next().await {
             match item {
                 Ok(chunk) => {
-                    if let Some(delta) = round.push(chunk) {
-                        // Not `self.emit`: `round` borrows the request.
-                        let _ = self.events.send(Event::Delta(delta)).await;
+                    let Some(mut delta) = round.push(chunk) else { continue };
+                    if hide_text {
+                        if delta.calls.is_empty() {
+                            continue;
+                        }
+                        // Only the client's calls go out, as lariat's own chunk.
+                        (delta.text, delta.remains, delta.role) = (None, None, true);
                     }
+                    // Not `self.emit`: `round` borrows the request.
+                    let _ = self.events.send(Event::Delta(delta)).await;
                 }
                 Err(failure) => {
                     cut = Some(Error::Upstream(crate::upstream::Error::midstream(target, failure)));
@@ -258,17 +280,21 @@ impl Engine {
                 }
             }
         }
-        if request.stream && round.has_text() {
+        if request.stream && round.has_text() && !hide_text {
             self.progress.text_shown = true;
         }
-        (self.book(round.finish(), target).await, cut)
+        (self.book(round.finish(), target, voice).await, cut)
     }
 
     /// Sums the round's usage and counts its tokens; announces its client calls.
-    async fn book(&mut self, round: RoundResult, target: &str) -> RoundResult {
+    async fn book(&mut self, round: RoundResult, target: &str, voice: Voice) -> RoundResult {
         if let Some(u) = &round.usage {
             let (user, model) = (&self.caller.user, &self.model.name);
-            self.agent.metrics.record_tokens(user, model, target, u.prompt_tokens, u.completion_tokens);
+            let metrics = &self.agent.metrics;
+            metrics.record_tokens(user, model, target, u.prompt_tokens, u.completion_tokens);
+            if voice == Voice::Answer {
+                metrics.record_answer_tokens(model, target, u.prompt_tokens, u.completion_tokens);
+            }
         }
         self.progress.usage = Usage::add(self.progress.usage.take(), round.usage.clone());
         for call in round.message.calls().iter().filter(|c| self.is_client_call(c)) {
@@ -296,16 +322,18 @@ impl Engine {
                 reason => reason.unwrap_or(FinishReason::Stop),
             };
             let ended_by = if final_call { super::Ending::RoundLimit } else { super::Ending::Answer };
-            return Step::Answer(Box::new(Finished {
+            let finished = Box::new(Finished {
                 message,
                 finish_reason,
-                usage: self.progress.usage.take(),
+                usage: None,
                 rounds: self.progress.rounds,
                 ended_by,
                 confirmation: None,
+                answered_by: None,
                 completion_rest,
                 choice_rest,
-            }));
+            });
+            return self.answered(finished).await;
         }
         let server_calls: Vec<&ToolCall> = calls.iter().filter(|c| !self.is_client_call(c)).collect();
         let gate = &self.agent.settings.gate;
@@ -414,6 +442,7 @@ impl Engine {
             rounds: self.progress.rounds,
             ended_by: super::Ending::ClientTools,
             confirmation: None,
+            answered_by: None,
             completion_rest,
             choice_rest,
         }))

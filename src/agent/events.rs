@@ -52,6 +52,8 @@ pub enum Event {
         from: Arc<str>,
         to: Arc<str>,
     },
+    /// The loop is done gathering: the answer model `to` writes the reply.
+    HandedOver { to: String },
     /// The conversation was compacted to fit `target`.
     Compacted {
         target: Arc<str>,
@@ -126,6 +128,8 @@ pub struct Finished {
     pub rounds: u32,
     pub ended_by: Ending,
     pub confirmation: Option<Confirmation>,
+    /// The answer model's target that wrote the reply (with `answer_with`).
+    pub answered_by: Option<Arc<str>>,
     /// Top-level and choice-level fields of the last non-streamed upstream answer,
     /// relayed as they came.
     pub completion_rest: Map<String, Value>,
@@ -157,6 +161,7 @@ impl Finished {
             rounds: 0,
             ended_by: Ending::Notice,
             confirmation: None,
+            answered_by: None,
             completion_rest: Map::new(),
             choice_rest: Map::new(),
         }

@@ -8,6 +8,8 @@
 //! and a face renders them. The stream owns the work: a client that goes away drops
 //! it, and with it the upstream call and the tools in flight.
 
+mod answer;
+mod brief;
 mod confirm;
 mod engine;
 mod events;

@@ -5,7 +5,7 @@
 use serde_json::Map;
 
 use super::confirm::{self, Checkpoint, RequestParams, Structured, Trace, TraceState, Verdict};
-use super::engine::{Engine, Offer, Step};
+use super::engine::{Engine, Offer, Step, Voice};
 use super::events::{Confirmation, Ending, Event, Finished};
 use super::{Agent, Error};
 use crate::auth::Caller;
@@ -90,7 +90,7 @@ impl Engine {
         let (mut completion_rest, mut choice_rest) = (Map::new(), Map::new());
         match self.upstream(Offer::WordsOnly).await {
             Ok((reply, target, _)) => {
-                let (round, cut) = self.relay(reply, &target).await;
+                let (round, cut) = self.relay(reply, &target, Voice::Question).await;
                 if let Some(error) = cut {
                     tracing::warn!(%error, "the confirmation question was cut short; adding the footer to what arrived");
                 }
@@ -124,6 +124,7 @@ impl Engine {
             rounds: self.progress.rounds,
             ended_by: Ending::Confirmation,
             confirmation: Some(confirmation),
+            answered_by: None,
             completion_rest,
             choice_rest,
         }))

@@ -35,7 +35,8 @@ impl Agent {
             off_record,
             messages: std::mem::take(&mut request.messages),
             compactor: Compactor::new(self.settings.compaction.policy.clone()),
-            mode: if tools.is_empty() { Mode::Relay } else { Mode::Loop },
+            // An answer model needs the loop's view of every round, tools or not.
+            mode: if tools.is_empty() && model.answer.is_none() { Mode::Relay } else { Mode::Loop },
             request: Request {
                 client_names: client_tools(request.tools.as_deref(), &tools)?,
                 client_defs: request.tools.take().unwrap_or_default(),
@@ -73,7 +74,7 @@ impl Agent {
                 Step::Call
             }
         };
-        overlay(&mut engine.messages, &engine.model, engine.mode);
+        overlay(&mut engine.messages, &engine.model, &engine.tools);
         Ok((engine, first, received))
     }
 }
@@ -117,13 +118,16 @@ pub fn forces_a_call(tool_choice: Option<&Value>) -> bool {
 
 /// Appends the model's overlay (system prompt, tools line, date) to the first
 /// system/developer message, or adds a system message at the start.
-fn overlay(messages: &mut Vec<Message>, model: &VirtualModel, mode: Mode) {
+fn overlay(messages: &mut Vec<Message>, model: &VirtualModel, tools: &ToolSet) {
     let mut parts: Vec<String> = Vec::new();
     if let Some(prompt) = model.system_prompt.as_deref().filter(|p| !p.trim().is_empty()) {
         parts.push(prompt.to_owned());
     }
-    if mode == Mode::Loop {
+    if !tools.is_empty() {
         parts.push(TOOLS_LINE.to_owned());
+    }
+    if let Some(answer) = &model.answer {
+        parts.push(answer.gather_prompt.clone());
     }
     if model.inject_datetime {
         let now = crate::clock::local_now();
@@ -143,6 +147,7 @@ fn overlay(messages: &mut Vec<Message>, model: &VirtualModel, mode: Mode) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn model(system_prompt: Option<&str>) -> VirtualModel {
         VirtualModel {
@@ -153,8 +158,13 @@ mod tests {
             tools: None,
             max_rounds: 4,
             inject_datetime: false,
-            answer_with: None,
+            answer: None,
         }
+    }
+
+    fn some_tools() -> Arc<ToolSet> {
+        let (tool, _) = crate::tools::testing::tool("t", Duration::ZERO, Duration::ZERO, Ok(""));
+        crate::tools::Registry::of(vec![tool]).for_request("m", None, crate::config::Access::Admin)
     }
 
     fn messages(v: Value) -> Vec<Message> {
@@ -165,21 +175,21 @@ mod tests {
     fn overlay_appends_to_the_system_message_or_adds_one() {
         let mut with_system =
             messages(json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]));
-        overlay(&mut with_system, &model(Some("You are lariat.")), Mode::Loop);
+        overlay(&mut with_system, &model(Some("You are lariat.")), &some_tools());
         assert_eq!(with_system[0].content, format!("Be brief.\n\nYou are lariat.\n\n{TOOLS_LINE}"));
         assert_eq!(with_system.len(), 2);
 
         let mut without = messages(json!([{"role": "user", "content": "hi"}]));
-        overlay(&mut without, &model(Some("You are lariat.")), Mode::Relay);
+        overlay(&mut without, &model(Some("You are lariat.")), &ToolSet::default());
         assert_eq!(without[0].role, Role::System);
         assert_eq!(without[0].content, "You are lariat.");
 
         let mut untouched = messages(json!([{"role": "user", "content": "hi"}]));
-        overlay(&mut untouched, &model(None), Mode::Relay);
+        overlay(&mut untouched, &model(None), &ToolSet::default());
         assert_eq!(untouched.len(), 1);
 
         let mut parts = messages(json!([{"role": "developer", "content": [{"type": "text", "text": "rules"}]}]));
-        overlay(&mut parts, &model(Some("overlay")), Mode::Relay);
+        overlay(&mut parts, &model(Some("overlay")), &ToolSet::default());
         assert_eq!(serde_json::to_value(&parts[0].content).unwrap()[1], json!({"type": "text", "text": "overlay"}));
     }
 

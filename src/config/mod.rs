@@ -2,6 +2,7 @@
 //! domain types. After `load` returns, nothing reads the environment or the file again.
 
 mod access;
+pub(crate) mod answer;
 mod expand;
 mod raw;
 mod validate;
@@ -18,7 +19,7 @@ use secrecy::SecretString;
 use crate::globs::Globs;
 
 pub use access::{Access, key_digest};
-pub use raw::{ProviderKind, StoreKind};
+pub use raw::{AnswerFallback, AnswerWhen, ProviderKind, StoreKind};
 
 /// The validated configuration lariat runs with.
 #[derive(Debug)]
@@ -114,7 +115,24 @@ pub struct VirtualModel {
     pub tools: Option<Globs>,
     pub max_rounds: u32,
     pub inject_datetime: bool,
-    pub answer_with: Option<ChainEntry>,
+    /// A stronger model that writes the reply from what the loop gathered.
+    pub answer: Option<AnswerModel>,
+}
+
+/// The answer model of a virtual model (`answer_with` and its settings).
+#[derive(Debug, Clone)]
+pub struct AnswerModel {
+    /// What `answer_with` named: a virtual model or a target.
+    pub name: String,
+    pub chain: Vec<ChainEntry>,
+    pub when: AnswerWhen,
+    pub fallback: AnswerFallback,
+    /// Appended to the loop model's system message: gather, do not write the reply.
+    pub gather_prompt: String,
+    /// Each tool result in the brief is cut to this many characters.
+    pub result_chars: usize,
+    /// The whole brief is cut to this many characters (and to the answer target's budget).
+    pub brief_chars: usize,
 }
 
 /// One upstream target of a chain.

@@ -178,7 +178,34 @@ pub struct RawModel {
     pub max_rounds: Option<u32>,
     #[serde(default)]
     pub inject_datetime: bool,
-    pub answer_with: Option<String>,
+    /// A target (`"provider/model"` or a chain-entry table) or a virtual model's name.
+    pub answer_with: Option<toml::Value>,
+    pub answer_when: Option<AnswerWhen>,
+    pub answer_fallback: Option<AnswerFallback>,
+    pub gather_prompt: Option<String>,
+    pub brief_result_chars: Option<usize>,
+    pub brief_max_chars: Option<usize>,
+}
+
+/// When the answer model writes the reply.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerWhen {
+    #[default]
+    Always,
+    /// Only when the loop called a tool; otherwise the loop model's answer stands.
+    ToolsUsed,
+}
+
+/// What a request gets when every answer target failed.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFallback {
+    /// A 502 (or an error event) naming the answer targets.
+    #[default]
+    Error,
+    /// The loop model's own closing text.
+    Loop,
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,12 +28,12 @@ const DEFAULT_YES: &[&str] =
 const DEFAULT_NO: &[&str] = &["no", "n", "cancel", "deny", "denied", "stop", "abort", "don't", "do not"];
 
 /// Accumulates errors while validating; each check reports and carries on.
-struct Checker {
+pub(super) struct Checker {
     errors: Vec<ConfigError>,
 }
 
 impl Checker {
-    fn err(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn err(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.errors.push(ConfigError::new(key, reason));
     }
 
@@ -117,11 +117,17 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
         .collect();
     let compaction = compaction(&mut c, &providers, raw.compaction);
     let tools = tools(&mut c, raw.tools);
-    let models: BTreeMap<_, _> = raw
+    let mut answers = Vec::new();
+    let mut models: BTreeMap<_, _> = raw
         .models
         .into_iter()
-        .map(|(name, m)| (name.clone(), Arc::new(model(&mut c, &providers, &server, name, m))))
+        .map(|(name, mut m)| {
+            answers.push((name.clone(), super::answer::Raw::take(&mut m)));
+            (name.clone(), model(&mut c, &providers, &server, name, m))
+        })
         .collect();
+    super::answer::resolve(&mut c, &providers, answers, &mut models);
+    let models: BTreeMap<_, _> = models.into_iter().map(|(name, m)| (name, Arc::new(m))).collect();
     let keys = keys(&mut c, raw.keys, &models);
     let confirm = Confirm {
         tools: c.globs("confirm.tools", &raw.confirm.tools),
@@ -281,9 +287,6 @@ fn model(
         .enumerate()
         .filter_map(|(i, entry)| chain_entry(c, providers, &format!("{key}.chain[{i}]"), entry))
         .collect();
-    let answer_with = m
-        .answer_with
-        .and_then(|target| chain_entry(c, providers, &format!("{key}.answer_with"), toml::Value::String(target)));
     let tools = m.tools.map(|t| c.globs(&format!("{key}.tools"), &t));
     if m.max_rounds == Some(0) {
         c.err(format!("{key}.max_rounds"), "must be at least 1");
@@ -295,12 +298,12 @@ fn model(
         tools,
         max_rounds: m.max_rounds.unwrap_or(server.max_rounds).clamp(1, server.max_rounds),
         inject_datetime: m.inject_datetime,
-        answer_with,
+        answer: None,
         name,
     }
 }
 
-fn chain_entry(
+pub(super) fn chain_entry(
     c: &mut Checker,
     providers: &BTreeMap<String, Arc<Provider>>,
     key: &str,

@@ -21,6 +21,8 @@ pub type ChunkResults = std::pin::Pin<Box<dyn Stream<Item = Result<ChatChunk, Ap
 /// Runs `turn` and answers it as Chat Completions.
 pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError> {
     let stream = turn.request.stream;
+    // With an answer model the loop's target is `x-lariat-loop-upstream`.
+    let answering = turn.model.answer.is_some();
     let include_usage = turn.request.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let face = Face { id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), model: turn.model.name.clone() };
     let mut events = state.agent.run(turn).await?;
@@ -34,7 +36,7 @@ pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError>
             None => return Err(ApiError::Internal("the loop ended before it started".into())),
         }
     };
-    let mut confirmation = None;
+    let (mut confirmation, mut answered_by) = (None, None);
     let mut response = if stream {
         let events = futures::stream::iter(early).chain(events);
         let chunks = render_stream(events, face, include_usage);
@@ -42,11 +44,24 @@ pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError>
     } else {
         let finished = until_finished(events).await?;
         confirmation = finished.confirmation.as_ref().map(|c| c.id.clone());
+        answered_by = finished.answered_by.clone();
         Json(face.completion(*finished)).into_response()
     };
     let headers = response.headers_mut();
-    if let Some(value) = target.and_then(|t| HeaderValue::from_str(&t).ok()) {
-        headers.insert("x-lariat-upstream", value);
+    let header = |name: &'static str, value: Option<&str>| value.and_then(|v| HeaderValue::from_str(v).ok()).map(|v| (name, v));
+    let upstream = match (answering, stream) {
+        (false, _) => target.as_deref(),
+        // A stream's headers leave before the answer model is called: its target is
+        // in the last chunk instead.
+        (true, true) => None,
+        (true, false) => answered_by.as_deref().or(target.as_deref()),
+    };
+    let loop_upstream = answering.then_some(target.as_deref()).flatten();
+    for (name, value) in [header("x-lariat-upstream", upstream), header("x-lariat-loop-upstream", loop_upstream)]
+        .into_iter()
+        .flatten()
+    {
+        headers.insert(name, value);
     }
     if let Some(value) = confirmation.and_then(|id| HeaderValue::from_str(&id).ok()) {
         headers.insert("x-lariat-confirmation", value);
@@ -104,8 +119,14 @@ impl StreamFace {
                 Some(chunk)
             }
             Event::Finished(finished) => {
-                let Finished { finish_reason, usage, .. } = *finished;
-                let finish = (!self.seen.finish).then(|| self.stamp(ChatChunk::finish(finish_reason)));
+                let Finished { finish_reason, usage, answered_by, .. } = *finished;
+                let finish = (!self.seen.finish).then(|| {
+                    let mut chunk = ChatChunk::finish(finish_reason);
+                    if let Some(target) = answered_by {
+                        chunk.rest.insert("lariat".into(), json!({"upstream": &*target}));
+                    }
+                    self.stamp(chunk)
+                });
                 let usage = self.include_usage.then(|| self.stamp(ChatChunk::usage(usage.unwrap_or_default())));
                 return [finish.map(Ok), usage.map(Ok)];
             }
@@ -118,6 +139,7 @@ impl StreamFace {
             | Event::ToolFinished { .. }
             | Event::Fallback { .. }
             | Event::Compacted { .. }
+            | Event::HandedOver { .. }
             | Event::Suspended { .. } => None,
         };
         [chunk.map(|c| Ok(self.stamp(c))), None]
@@ -176,6 +198,7 @@ impl Face {
             rounds,
             ended_by,
             confirmation,
+            answered_by: _,
             mut completion_rest,
             choice_rest,
         } = finished;

@@ -2,6 +2,7 @@
 //! rounds, tool runs, suspension, the confirmation gate, the round limit, streams
 //! and failures, seen as the events the loop emits.
 
+mod answer;
 mod gate;
 mod script;
 
@@ -39,6 +40,7 @@ fn names(events: &[Event]) -> Vec<&'static str> {
             Event::ToolFinished { .. } => "tool_finished",
             Event::Fallback { .. } => "fallback",
             Event::Compacted { .. } => "compacted",
+            Event::HandedOver { .. } => "handed_over",
             Event::ConfirmationAsked { .. } => "confirmation_asked",
             Event::Suspended { .. } => "suspended",
             Event::Finished(_) => "finished",

@@ -56,6 +56,8 @@ pub fn stream(pieces: &[&str]) -> Answer {
 /// What one upstream call was sent.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The target called (the first of the chain).
+    pub target: String,
     pub messages: Value,
     pub tools: Vec<String>,
     pub tool_choice: Option<Value>,
@@ -155,6 +157,7 @@ impl Model for Script {
             history.fit(target, Fit::Budget).await.map_err(|_| failed(target))?;
             let tools = params.tools.iter().chain(params.client_tools).map(|t| t.function.name.clone()).collect();
             self.received.lock().unwrap().push(Received {
+                target: target.label().to_owned(),
                 messages: serde_json::to_value(history.messages()).unwrap(),
                 tools,
                 tool_choice: params.tool_choice.cloned(),
