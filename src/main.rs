@@ -115,6 +115,14 @@ async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
     for (name, model) in &config.models {
         let chain: Vec<_> = model.chain.iter().map(|e| e.label()).collect();
         println!("model {name}: {}", chain.join(" → "));
+        if let Some(answer) = &model.answer {
+            let chain: Vec<_> = answer.chain.iter().map(|e| e.label()).collect();
+            let when = match answer.when {
+                lariat::config::AnswerWhen::Always => "always",
+                lariat::config::AnswerWhen::ToolsUsed => "when tools were used",
+            };
+            println!("  answer ({}, {when}): {}", answer.name, chain.join(" → "));
+        }
         let tools = registry.for_request(name, model.tools.as_ref(), Access::Admin);
         let names: Vec<&str> = tools.names().collect();
         println!("  tools (admin): {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });

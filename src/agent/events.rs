@@ -53,7 +53,9 @@ pub enum Event {
         to: Arc<str>,
     },
     /// The loop is done gathering: the answer model `to` writes the reply.
-    HandedOver { to: String },
+    HandedOver {
+        to: String,
+    },
     /// The conversation was compacted to fit `target`.
     Compacted {
         target: Arc<str>,

@@ -17,7 +17,7 @@ const DEFAULT_RESULT_CHARS: usize = 4_000;
 const DEFAULT_BRIEF_CHARS: usize = 24_000;
 
 /// A model's answer settings, taken out of its raw table.
-pub struct Raw {
+pub(super) struct Raw {
     answer_with: Option<toml::Value>,
     when: Option<AnswerWhen>,
     fallback: Option<AnswerFallback>,
@@ -27,7 +27,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn take(m: &mut RawModel) -> Self {
+    pub(super) fn take(m: &mut RawModel) -> Self {
         Self {
             answer_with: m.answer_with.take(),
             when: m.answer_when.take(),
@@ -40,7 +40,7 @@ impl Raw {
 }
 
 /// Sets each model's `answer` from its raw settings.
-pub fn resolve(
+pub(super) fn resolve(
     c: &mut Checker,
     providers: &BTreeMap<String, Arc<Provider>>,
     raw: Vec<(String, Raw)>,
@@ -116,5 +116,51 @@ pub fn resolve(
         if let Some(model) = models.get_mut(&name) {
             model.answer = Some(answer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{AnswerFallback, AnswerWhen, Config};
+
+    const BASE: &str = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+        [models.writer]\nchain = [\"p/big\", \"p/backup\"]\n";
+
+    fn load(model: &str) -> Result<Config, Vec<(String, String)>> {
+        let text = format!("{BASE}[models.m]\nchain = [\"p/small\"]\n{model}");
+        Config::from_toml(Path::new("t.toml"), &text, &|_| None)
+            .map_err(|errors| errors.into_iter().map(|e| (e.key, e.reason)).collect())
+    }
+
+    #[test]
+    fn a_virtual_model_or_a_target_answers() {
+        let config =
+            load("answer_with = \"writer\"\nanswer_when = \"tools_used\"\nbrief_result_chars = 100\n").unwrap();
+        let answer = config.models["m"].answer.as_ref().unwrap();
+        let chain: Vec<&str> = answer.chain.iter().map(|e| e.label()).collect();
+        assert_eq!((answer.name.as_str(), chain), ("writer", vec!["p/big", "p/backup"]));
+        assert_eq!(
+            (answer.when, answer.fallback, answer.result_chars),
+            (AnswerWhen::ToolsUsed, AnswerFallback::Error, 100)
+        );
+        assert!(config.models["writer"].answer.is_none());
+
+        let config = load("answer_with = { target = \"p/big\", context_window = 64000 }\n").unwrap();
+        let answer = config.models["m"].answer.as_ref().unwrap();
+        assert_eq!((answer.name.as_str(), answer.chain[0].context_window), ("p/big", Some(64000)));
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        let errors = load("answer_with = \"m\"\n").unwrap_err();
+        assert_eq!(errors, [("models.m.answer_with".into(), "a model cannot answer for itself".into())]);
+        let errors = load("answer_with = \"writer\"\nbrief_max_chars = 0\n").unwrap_err();
+        assert_eq!(errors, [("models.m.brief_max_chars".into(), "must be at least 1".into())]);
+        let errors = load("answer_fallback = \"loop\"\n").unwrap_err();
+        assert_eq!(errors[0].0, "models.m.answer_fallback");
+        let errors = load("answer_with = \"q/big\"\n").unwrap_err();
+        assert!(errors[0].1.contains("unknown provider `q`"), "{errors:?}");
     }
 }

@@ -48,7 +48,8 @@ pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError>
         Json(face.completion(*finished)).into_response()
     };
     let headers = response.headers_mut();
-    let header = |name: &'static str, value: Option<&str>| value.and_then(|v| HeaderValue::from_str(v).ok()).map(|v| (name, v));
+    let header =
+        |name: &'static str, value: Option<&str>| value.and_then(|v| HeaderValue::from_str(v).ok()).map(|v| (name, v));
     let upstream = match (answering, stream) {
         (false, _) => target.as_deref(),
         // A stream's headers leave before the answer model is called: its target is
@@ -57,9 +58,8 @@ pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError>
         (true, false) => answered_by.as_deref().or(target.as_deref()),
     };
     let loop_upstream = answering.then_some(target.as_deref()).flatten();
-    for (name, value) in [header("x-lariat-upstream", upstream), header("x-lariat-loop-upstream", loop_upstream)]
-        .into_iter()
-        .flatten()
+    for (name, value) in
+        [header("x-lariat-upstream", upstream), header("x-lariat-loop-upstream", loop_upstream)].into_iter().flatten()
     {
         headers.insert(name, value);
     }

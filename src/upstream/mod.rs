@@ -184,8 +184,7 @@ impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
         let mut endpoints = HashMap::new();
         let summarizer = config.compaction.summarize.as_ref().map(|s| &s.target);
-        let entries =
-            config.models.values().flat_map(|m| m.chain.iter().chain(m.answer.iter().flat_map(|a| &a.chain)));
+        let entries = config.models.values().flat_map(|m| m.chain.iter().chain(m.answer.iter().flat_map(|a| &a.chain)));
         let entries = entries.chain(summarizer);
         for entry in entries {
             let key = (entry.provider.name.clone(), entry.timeouts.connect);

@@ -13,6 +13,7 @@ mod harness;
 mod mcp_server;
 mod redis_server;
 
+mod answer;
 mod auth;
 mod cli;
 mod compaction;

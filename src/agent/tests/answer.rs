@@ -98,6 +98,9 @@ async fn usage_sums_both_models() {
     let done = finished(&events);
     assert_eq!(done.usage.as_ref().map(|u| u.total_tokens), Some(45), "three calls of 15 tokens");
     let metrics = rig.agent.metrics.encode();
-    assert!(metrics.contains("lariat_answer_tokens_total{model=\"m\",target=\"mock/writer\",kind=\"prompt\"} 10"), "{metrics}");
+    assert!(
+        metrics.contains("lariat_answer_tokens_total{model=\"m\",target=\"mock/writer\",kind=\"prompt\"} 10"),
+        "{metrics}"
+    );
     assert!(metrics.contains("lariat_answers_total{model=\"m\",outcome=\"written\"} 1"), "{metrics}");
 }
