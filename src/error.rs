@@ -102,6 +102,34 @@ impl ApiError {
         json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})
     }
 
+    /// Upstream attempts behind this error (0: none was made).
+    pub fn attempts(&self) -> usize {
+        match self {
+            Self::RateLimited(attempts) | Self::UpstreamFailed(attempts) | Self::UpstreamTimeout(attempts) => {
+                attempts.len()
+            }
+            Self::UpstreamRejected { .. } => 1,
+            _ => 0,
+        }
+    }
+
+    /// Whether a client retrying this would only repeat what lariat already did: a
+    /// 5xx after the whole chain with its retries. (A 429 carries `Retry-After`
+    /// instead, when an upstream named one.)
+    pub fn retried(&self) -> bool {
+        matches!(self, Self::UpstreamFailed(_) | Self::UpstreamTimeout(_))
+    }
+
+    /// The longest `Retry-After` an upstream asked for, if any did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RateLimited(attempts) | Self::UpstreamFailed(attempts) => {
+                attempts.iter().filter_map(|a| a.failure.retry_after()).max()
+            }
+            _ => None,
+        }
+    }
+
     /// What the operator's log needs beyond the client's message: the cause the
     /// client is not told.
     pub fn cause(&self) -> Option<String> {

@@ -1,5 +1,6 @@
 //! The `lariat` command: `serve` and `check`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +13,14 @@ use lariat::server::{self, AppState};
 use lariat::store::Store;
 use lariat::telemetry::{self, LogFormat};
 use lariat::tools::{Registry, mcp};
+
+/// `println!` that stops quietly when stdout is closed (`lariat check | head`): the
+/// reader has seen what it wanted, and the exit status still reports the config.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(name = "lariat", version, about = "OpenAI-compatible gateway that runs the agent loop for its clients")]
@@ -66,15 +75,15 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("{}: config ok", path.display());
-    println!("listen: {}", config.server.listen);
+    say!("{}: config ok", path.display());
+    say!("listen: {}", config.server.listen);
     if config.keys.is_empty() {
-        println!("no [[keys]]: lariat serves without authentication, on loopback only");
+        say!("no [[keys]]: lariat serves without authentication, on loopback only");
     }
     match (&config.compaction.summarize, config.compaction.enabled) {
-        (_, false) => println!("compaction: off"),
-        (Some(summarize), true) => println!("compaction: on, dropped turns summarised by {}", summarize.target.label()),
-        (None, true) => println!("compaction: on, dropped turns are not summarised"),
+        (_, false) => say!("compaction: off"),
+        (Some(summarize), true) => say!("compaction: on, dropped turns summarised by {}", summarize.target.label()),
+        (None, true) => say!("compaction: on, dropped turns are not summarised"),
     }
     let problems = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(check_tools(path, &config)),
@@ -106,7 +115,7 @@ async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
     for source in registry.mcp_sources() {
         let status = source.status();
         if matches!(status, mcp::Status::Ready { .. }) {
-            println!("tool source {}: {status}", source.name());
+            say!("tool source {}: {status}", source.name());
         } else {
             eprintln!("{}: `tools.mcp.{}`: {status}", path.display(), source.name());
             problems += 1;
@@ -114,18 +123,18 @@ async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
     }
     for (name, model) in &config.models {
         let chain: Vec<_> = model.chain.iter().map(|e| e.label()).collect();
-        println!("model {name}: {}", chain.join(" → "));
+        say!("model {name}: {}", chain.join(" → "));
         if let Some(answer) = &model.answer {
             let chain: Vec<_> = answer.chain.iter().map(|e| e.label()).collect();
             let when = match answer.when {
                 lariat::config::AnswerWhen::Always => "always",
                 lariat::config::AnswerWhen::ToolsUsed => "when tools were used",
             };
-            println!("  answer ({}, {when}): {}", answer.name, chain.join(" → "));
+            say!("  answer ({}, {when}): {}", answer.name, chain.join(" → "));
         }
         let tools = registry.for_request(name, model.tools.as_ref(), Access::Admin);
         let names: Vec<&str> = tools.names().collect();
-        println!("  tools (admin): {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
+        say!("  tools (admin): {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
     }
     problems
 }
@@ -142,7 +151,7 @@ async fn check_store(path: &std::path::Path, config: &lariat::config::Store) -> 
     };
     match tokio::time::timeout(std::time::Duration::from_secs(10), store.ping()).await {
         Ok(Ok(())) => {
-            println!("store: {store}: ok");
+            say!("store: {store}: ok");
             0
         }
         Ok(Err(e)) => {

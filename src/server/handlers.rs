@@ -31,7 +31,12 @@ pub async fn chat_completions(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
     let mut response = match chat(&state, caller, model, request, off_record).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            let attempts = error.attempts();
+            let mut response = error.into_response();
+            response.headers_mut().insert("x-lariat-attempts", HeaderValue::from(attempts));
+            response
+        }
     };
     if let Some(label) = label {
         response.extensions_mut().insert(label);
@@ -78,15 +83,30 @@ pub async fn list_models(State(state): State<Arc<AppState>>, Extension(caller): 
         .models
         .values()
         .filter(|m| caller.may_use_model(&m.name))
-        .map(|m| {
-            let mut entry = json!({"id": m.name, "object": "model", "created": state.started_at, "owned_by": "lariat"});
-            if let Some(description) = &m.description {
-                entry["description"] = json!(description);
-            }
-            entry
-        })
+        .map(|m| model_entry(&state, m))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): the same filtering as the
+/// list, so a model the key may not use does not exist for it.
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match state.config.models.get(&id).filter(|m| caller.may_use_model(&m.name)) {
+        Some(model) => Json(model_entry(&state, model)).into_response(),
+        None => ApiError::ModelNotFound(id).into_response(),
+    }
+}
+
+fn model_entry(state: &AppState, model: &VirtualModel) -> serde_json::Value {
+    let mut entry = json!({"id": model.name, "object": "model", "created": state.started_at, "owned_by": "lariat"});
+    if let Some(description) = &model.description {
+        entry["description"] = json!(description);
+    }
+    entry
 }
 
 pub async fn health() -> Response {

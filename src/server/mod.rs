@@ -122,6 +122,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
     let api = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/models", get(handlers::list_models))
+        .route("/v1/models/{id}", get(handlers::get_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .merge(api)
@@ -170,8 +171,16 @@ impl IntoResponse for ApiError {
         let status = self.status();
         self.log(if status.is_server_error() { "request failed" } else { "request rejected" });
         let mut response = (status, axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            headers.insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        }
+        if self.retried() {
+            // lariat already retried every target: SDK retries would only multiply the calls.
+            headers.insert("x-should-retry", http::HeaderValue::from_static("false"));
+        }
+        if let Some(after) = self.retry_after() {
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(after.as_secs().max(1)));
         }
         response
     }

@@ -14,6 +14,7 @@ mod mcp_server;
 mod redis_server;
 
 mod answer;
+mod api;
 mod auth;
 mod cli;
 mod compaction;
