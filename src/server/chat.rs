@@ -220,3 +220,80 @@ impl Face {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Confirmation;
+    use crate::openai::{Content, FinishReason, Message, Usage};
+
+    fn stream_face(include_usage: bool) -> StreamFace {
+        let face = Face { id: "chatcmpl-1".into(), model: "m".into() };
+        StreamFace { face, include_usage, seen: Seen::default() }
+    }
+
+    fn render(face: &mut StreamFace, event: Event) -> Vec<serde_json::Value> {
+        face.render(event).into_iter().flatten().map(|c| serde_json::to_value(c.unwrap()).unwrap()).collect()
+    }
+
+    fn text(role: bool, text: &str) -> Event {
+        Event::Delta(Delta { role, text: Some(text.into()), ..Delta::default() })
+    }
+
+    #[test]
+    fn the_role_goes_once_and_empty_chunks_not_at_all() {
+        let mut face = stream_face(false);
+        let first = render(&mut face, text(true, "Hi"));
+        assert_eq!(first[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "Hi"}));
+        assert_eq!((first[0]["id"].as_str(), first[0]["model"].as_str()), (Some("chatcmpl-1"), Some("m")));
+        let again = render(&mut face, text(true, " there"));
+        assert_eq!(again[0]["choices"][0]["delta"], json!({"content": " there"}), "a later round sends no role");
+        let empty = Event::Delta(Delta { role: true, ..Delta::default() });
+        assert!(render(&mut face, empty).is_empty(), "nothing left for the client");
+    }
+
+    #[test]
+    fn what_the_upstream_sent_besides_goes_out_untouched() {
+        let mut face = stream_face(false);
+        let remains: ChatChunk = serde_json::from_value(json!({"id": "up", "model": "up-model",
+            "system_fingerprint": "fp", "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]}))
+        .unwrap();
+        let delta = Delta { text: Some("a".into()), remains: Some(Box::new(remains)), ..Delta::default() };
+        let out = render(&mut face, Event::Delta(delta));
+        assert_eq!(out[0]["system_fingerprint"], "fp");
+        assert_eq!(out[0]["choices"][0]["delta"], json!({"content": "a", "reasoning_content": "hmm"}));
+        assert_eq!(out[0]["id"], "chatcmpl-1");
+    }
+
+    #[test]
+    fn the_end_is_the_finish_reason_then_the_usage() {
+        let mut face = stream_face(true);
+        let finished = Finished {
+            usage: Some(Usage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3, ..Usage::default() }),
+            ..Finished::plain(Message::assistant(Content::None, Vec::new()))
+        };
+        let end = render(&mut face, Event::Finished(Box::new(finished)));
+        assert_eq!(end.len(), 2);
+        assert_eq!(end[0]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(end[1]["usage"]["total_tokens"], 3);
+        assert_eq!(end[1]["choices"], json!([]));
+
+        // A finish reason relayed from the upstream is not sent twice.
+        let mut face = stream_face(false);
+        let relayed = Delta { finish: Some(FinishReason::ToolCalls), ..Delta::default() };
+        assert_eq!(render(&mut face, Event::Delta(relayed))[0]["choices"][0]["finish_reason"], "tool_calls");
+        let finished = Finished::plain(Message::assistant(Content::None, Vec::new()));
+        assert!(render(&mut face, Event::Finished(Box::new(finished))).is_empty());
+    }
+
+    #[test]
+    fn a_question_carries_the_confirmation_beside_its_footer() {
+        let mut face = stream_face(false);
+        let confirmation = Confirmation { id: "abc".into(), tools: vec!["delete".into()], expires_at: 9 };
+        let out = render(&mut face, Event::ConfirmationAsked { text: "\n\nfooter".into(), confirmation });
+        let delta = &out[0]["choices"][0]["delta"];
+        assert_eq!(delta["role"], "assistant", "the first chunk of the response");
+        assert_eq!(delta["content"], "\n\nfooter");
+        assert_eq!(delta["lariat"]["confirmation"], json!({"id": "abc", "tools": ["delete"], "expires_at": 9}));
+    }
+}
