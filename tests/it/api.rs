@@ -70,3 +70,15 @@ fn check_into_a_closed_pipe_does_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "the config is valid: {stderr}");
 }
+
+#[tokio::test]
+async fn a_made_up_tool_name_leaves_no_trace_in_the_metrics() {
+    let (mock, _tools, lariat) = crate::tools::setup("").await;
+    mock.push(Reply::tool_calls(&[("up_1", "zz_invented_by_the_model_42", "{}")]));
+    mock.push(Reply::text("sorry"));
+    let response = lariat.chat(crate::tools::ask("do it")).await;
+    assert_eq!(response.status(), 200);
+    let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("zz_invented_by_the_model_42"), "{metrics}");
+    assert!(metrics.contains(r#"lariat_tool_calls_total{tool="unknown",outcome="unknown_tool"} 1"#), "{metrics}");
+}
