@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Access, Key, key_digest};
+use crate::config::{Access, Key, Progress, key_digest};
 use crate::globs::Globs;
 
 /// The authenticated identity of one request.
@@ -17,6 +17,8 @@ pub struct Caller {
     models: Option<Globs>,
     pub confirm_allow: Globs,
     pub confirm_deny: Globs,
+    /// The key's own `progress`, over the model's.
+    pub progress: Option<Progress>,
     /// Identifies the key (its hash, hex) without revealing it; binds suspended loops.
     pub key_id: String,
 }
@@ -34,6 +36,7 @@ impl Caller {
             models: None,
             confirm_allow: Globs::empty(),
             confirm_deny: Globs::empty(),
+            progress: None,
             key_id: "anonymous".into(),
         }
     }
@@ -65,6 +68,7 @@ impl Keys {
                     models: k.models.clone(),
                     confirm_allow: k.confirm_allow.clone(),
                     confirm_deny: k.confirm_deny.clone(),
+                    progress: k.progress,
                     key_id: hex::encode(&k.sha256[..8]),
                 };
                 (k.sha256, Arc::new(caller))
@@ -108,6 +112,7 @@ mod tests {
             models: models.map(|m| Globs::new(m).unwrap()),
             confirm_allow: Globs::empty(),
             confirm_deny: Globs::empty(),
+            progress: None,
         }
     }
 

@@ -159,6 +159,7 @@ mod tests {
             max_rounds: 4,
             inject_datetime: false,
             answer: None,
+            progress: crate::config::Progress::Off,
         }
     }
 

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use crate::globs::Globs;
 
 pub use access::{Access, key_digest};
-pub use raw::{AnswerFallback, AnswerWhen, ProviderKind, StoreKind};
+pub use raw::{AnswerFallback, AnswerWhen, Progress, ProviderKind, StoreKind};
 
 /// The validated configuration lariat runs with.
 #[derive(Debug)]
@@ -117,6 +117,8 @@ pub struct VirtualModel {
     pub inject_datetime: bool,
     /// A stronger model that writes the reply from what the loop gathered.
     pub answer: Option<AnswerModel>,
+    /// What a streaming client sees while the loop works.
+    pub progress: Progress,
 }
 
 /// The answer model of a virtual model (`answer_with` and its settings).
@@ -230,6 +232,7 @@ pub struct Key {
     pub models: Option<Globs>,
     pub confirm_allow: Globs,
     pub confirm_deny: Globs,
+    pub progress: Option<Progress>,
 }
 
 /// One problem in a config file: the key it concerns and why.

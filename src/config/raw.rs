@@ -185,6 +185,35 @@ pub struct RawModel {
     pub gather_prompt: Option<String>,
     pub brief_result_chars: Option<usize>,
     pub brief_max_chars: Option<usize>,
+    pub progress: Option<Progress>,
+}
+
+/// How a streamed response shows what the loop is doing while it works.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    #[default]
+    Off,
+    /// Open WebUI's status lines: chunks with an `event` member, no choices.
+    Status,
+    /// Lines as `delta.reasoning_content`, shown as a "thinking" block.
+    Reasoning,
+    /// Plain lines in the answer's text.
+    Content,
+}
+
+impl std::str::FromStr for Progress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(Self::Off),
+            "status" => Ok(Self::Status),
+            "reasoning" => Ok(Self::Reasoning),
+            "content" => Ok(Self::Content),
+            other => Err(format!("unknown progress `{other}` (expected off, status, reasoning or content)")),
+        }
+    }
 }
 
 /// When the answer model writes the reply.
@@ -375,6 +404,8 @@ pub struct RawKey {
     pub confirm_allow: Vec<String>,
     #[serde(default)]
     pub confirm_deny: Vec<String>,
+    /// Overrides the model's `progress` for this key's requests.
+    pub progress: Option<Progress>,
 }
 
 fn yes() -> bool {

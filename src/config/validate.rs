@@ -299,6 +299,7 @@ fn model(
         max_rounds: m.max_rounds.unwrap_or(server.max_rounds).clamp(1, server.max_rounds),
         inject_datetime: m.inject_datetime,
         answer: None,
+        progress: m.progress.unwrap_or_default(),
         name,
     }
 }
@@ -510,6 +511,7 @@ fn keys(c: &mut Checker, raw: Vec<raw::RawKey>, models: &BTreeMap<String, Arc<Vi
                 models: k.models.map(|m| c.globs(&format!("{key}.models"), &m)),
                 confirm_allow: c.globs(&format!("{key}.confirm_allow"), &k.confirm_allow),
                 confirm_deny: c.globs(&format!("{key}.confirm_deny"), &k.confirm_deny),
+                progress: k.progress,
                 user: k.user,
             })
         })

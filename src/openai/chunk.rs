@@ -89,6 +89,13 @@ impl ChatChunk {
         Self::delta(Delta::default(), Some(reason))
     }
 
+    /// A chunk with no choices carrying `event` (Open WebUI's status lines and sources).
+    pub fn event(event: Value) -> Self {
+        let mut chunk = Self::of(Vec::new(), None);
+        chunk.rest.insert("event".into(), event);
+        chunk
+    }
+
     /// The `include_usage` chunk: no choices, the summed usage.
     pub fn usage(usage: Usage) -> Self {
         Self::of(Vec::new(), Some(usage))

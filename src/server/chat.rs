@@ -10,16 +10,18 @@ use futures::{Stream, StreamExt};
 use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
+use super::progress;
 use super::{AppState, sse};
 use crate::agent::{CallDelta, Delta, Ending, Event, Events, Finished, Turn};
+use crate::config::Progress;
 use crate::error::ApiError;
 use crate::openai::{ChatChunk, ChatCompletion, Choice, FunctionDelta, Role, ToolCallDelta};
 
 /// Chunks for the SSE encoder; an `Err` ends the stream with an error event.
 pub type ChunkResults = std::pin::Pin<Box<dyn Stream<Item = Result<ChatChunk, ApiError>> + Send>>;
 
-/// Runs `turn` and answers it as Chat Completions.
-pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError> {
+/// Runs `turn` and answers it as Chat Completions; a stream shows `progress`.
+pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result<Response, ApiError> {
     let stream = turn.request.stream;
     // With an answer model the loop's target is `x-lariat-loop-upstream`.
     let answering = turn.model.answer.is_some();
@@ -39,7 +41,7 @@ pub async fn respond(state: &AppState, turn: Turn) -> Result<Response, ApiError>
     let (mut confirmation, mut answered_by) = (None, None);
     let mut response = if stream {
         let events = futures::stream::iter(early).chain(events);
-        let chunks = render_stream(events, face, include_usage);
+        let chunks = render_stream(events, StreamFace::new(face, include_usage, progress));
         sse::respond(chunks, state.config.server.keepalive, state.metrics.stream_opened())
     } else {
         let finished = until_finished(events).await?;
@@ -99,17 +101,28 @@ struct Seen {
 struct StreamFace {
     face: Face,
     include_usage: bool,
+    progress: Progress,
+    /// The last status line shown (`Progress::Status`): closed at the end.
+    status: Option<String>,
     seen: Seen,
 }
 
-fn render_stream(events: impl Stream<Item = Event> + Send + 'static, face: Face, include_usage: bool) -> ChunkResults {
-    let mut face = StreamFace { face, include_usage, seen: Seen::default() };
+fn render_stream(events: impl Stream<Item = Event> + Send + 'static, mut face: StreamFace) -> ChunkResults {
     Box::pin(events.flat_map(move |event| futures::stream::iter(face.render(event).into_iter().flatten())))
 }
 
+/// At most three chunks per event (the end: status closed, finish reason, usage).
+type Rendered = [Option<Result<ChatChunk, ApiError>>; 3];
+
 impl StreamFace {
-    /// At most two chunks per event (the end: finish reason and usage).
-    fn render(&mut self, event: Event) -> [Option<Result<ChatChunk, ApiError>>; 2] {
+    fn new(face: Face, include_usage: bool, progress: Progress) -> Self {
+        Self { face, include_usage, progress, status: None, seen: Seen::default() }
+    }
+
+    fn render(&mut self, event: Event) -> Rendered {
+        if let Some(line) = progress::line(&event) {
+            return [self.progress(line).map(|c| Ok(self.stamp(c))), None, None];
+        }
         let chunk = match event {
             Event::Delta(delta) => self.delta(delta),
             Event::ConfirmationAsked { text, confirmation } => {
@@ -119,6 +132,7 @@ impl StreamFace {
                 Some(chunk)
             }
             Event::Finished(finished) => {
+                let status = self.close_status().map(Ok);
                 let Finished { finish_reason, usage, answered_by, .. } = *finished;
                 let finish = (!self.seen.finish).then(|| {
                     let mut chunk = ChatChunk::finish(finish_reason);
@@ -128,9 +142,9 @@ impl StreamFace {
                     self.stamp(chunk)
                 });
                 let usage = self.include_usage.then(|| self.stamp(ChatChunk::usage(usage.unwrap_or_default())));
-                return [finish.map(Ok), usage.map(Ok)];
+                return [status, finish.map(Ok), usage.map(Ok)];
             }
-            Event::Failed(error) => return [Some(Err(error.into())), None],
+            Event::Failed(error) => return [self.close_status().map(Ok), Some(Err(error.into())), None],
             Event::Started { .. }
             | Event::ClientCall(_)
             | Event::RoundStarted { .. }
@@ -142,7 +156,37 @@ impl StreamFace {
             | Event::HandedOver { .. }
             | Event::Suspended { .. } => None,
         };
-        [chunk.map(|c| Ok(self.stamp(c))), None]
+        [chunk.map(|c| Ok(self.stamp(c))), None, None]
+    }
+
+    /// A progress line as this response shows progress (or not at all).
+    fn progress(&mut self, line: String) -> Option<ChatChunk> {
+        match self.progress {
+            Progress::Off => None,
+            Progress::Status => {
+                let chunk = ChatChunk::event(json!({"type": "status", "data": {"description": line, "done": false}}));
+                self.status = Some(line);
+                Some(chunk)
+            }
+            Progress::Reasoning => {
+                let role = (!self.seen.role).then_some(Role::Assistant);
+                self.seen.role = true;
+                let rest = Map::from_iter([("reasoning_content".to_owned(), json!(format!("{line}\n")))]);
+                let delta = crate::openai::Delta { role, rest, ..crate::openai::Delta::default() };
+                Some(ChatChunk::delta(delta, None))
+            }
+            Progress::Content => {
+                let chunk = ChatChunk::text(format!("_{line}_\n\n"), !self.seen.role, Map::new());
+                self.seen.role = true;
+                Some(chunk)
+            }
+        }
+    }
+
+    /// The last status line again, marked done, so the UI stops showing it as running.
+    fn close_status(&mut self) -> Option<ChatChunk> {
+        let line = self.status.take()?;
+        Some(self.stamp(ChatChunk::event(json!({"type": "status", "data": {"description": line, "done": true}}))))
     }
 
     fn stamp(&self, mut chunk: ChatChunk) -> ChatChunk {
@@ -229,7 +273,7 @@ mod tests {
 
     fn stream_face(include_usage: bool) -> StreamFace {
         let face = Face { id: "chatcmpl-1".into(), model: "m".into() };
-        StreamFace { face, include_usage, seen: Seen::default() }
+        StreamFace::new(face, include_usage, Progress::Off)
     }
 
     fn render(face: &mut StreamFace, event: Event) -> Vec<serde_json::Value> {
@@ -295,5 +339,44 @@ mod tests {
         assert_eq!(delta["role"], "assistant", "the first chunk of the response");
         assert_eq!(delta["content"], "\n\nfooter");
         assert_eq!(delta["lariat"]["confirmation"], json!({"id": "abc", "tools": ["delete"], "expires_at": 9}));
+    }
+
+    fn tool_started() -> Event {
+        Event::ToolStarted { id: "1".into(), name: "lookup".into(), arguments: "{}".into() }
+    }
+
+    #[test]
+    fn progress_shows_as_status_lines_and_the_last_one_is_closed() {
+        let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Status);
+        let status = render(&mut face, tool_started());
+        assert_eq!(status[0]["choices"], json!([]));
+        assert_eq!(
+            status[0]["event"],
+            json!({"type": "status", "data": {"description": "Running `lookup`…", "done": false}})
+        );
+        assert_eq!(status[0]["id"], "c");
+        let finished = Finished::plain(Message::assistant(Content::None, Vec::new()));
+        let end = render(&mut face, Event::Finished(Box::new(finished)));
+        assert_eq!(end[0]["event"]["data"], json!({"description": "Running `lookup`…", "done": true}));
+        assert_eq!(end[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn progress_as_reasoning_or_content_or_not_at_all() {
+        let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Reasoning);
+        let thinking = render(&mut face, tool_started());
+        assert_eq!(
+            thinking[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "reasoning_content": "Running `lookup`…\n"})
+        );
+        let answer = render(&mut face, text(true, "Hi"));
+        assert_eq!(answer[0]["choices"][0]["delta"], json!({"content": "Hi"}), "the role went with the progress");
+
+        let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Content);
+        let line = render(&mut face, tool_started());
+        assert_eq!(line[0]["choices"][0]["delta"]["content"], "_Running `lookup`…_\n\n");
+
+        let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Off);
+        assert!(render(&mut face, tool_started()).is_empty());
     }
 }

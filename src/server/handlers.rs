@@ -13,7 +13,7 @@ use super::extract::JsonBody;
 use super::{AppState, ModelLabel, chat};
 use crate::agent::Turn;
 use crate::auth::Caller;
-use crate::config::VirtualModel;
+use crate::config::{Progress, VirtualModel};
 use crate::error::ApiError;
 use crate::openai::ChatRequest;
 
@@ -29,7 +29,8 @@ pub async fn chat_completions(
         .get("x-lariat-off-record")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
-    let mut response = match chat(&state, caller, model, request, off_record).await {
+    let asked_progress = headers.get("x-lariat-progress").map(|v| v.to_str().unwrap_or_default().parse::<Progress>());
+    let mut response = match chat(&state, caller, model, request, off_record, asked_progress).await {
         Ok(response) => response,
         Err(error) => {
             let attempts = error.attempts();
@@ -50,12 +51,19 @@ async fn chat(
     model: Option<Arc<VirtualModel>>,
     request: ChatRequest,
     off_record: bool,
+    asked_progress: Option<Result<Progress, String>>,
 ) -> Result<Response, ApiError> {
     let model = authorize(state, &caller, model, &request.model)?;
     if request.messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must contain at least one message", Some("messages")));
     }
-    chat::respond(state, Turn { caller, model, request, off_record }).await
+    // The request's header, else the key's setting, else the model's.
+    let progress = match asked_progress {
+        Some(Ok(progress)) => progress,
+        Some(Err(reason)) => return Err(ApiError::bad_request(format!("x-lariat-progress: {reason}"), None)),
+        None => caller.progress.unwrap_or(model.progress),
+    };
+    chat::respond(state, Turn { caller, model, request, off_record }, progress).await
 }
 
 /// The model must exist and the key must be allowed it; with `hide_forbidden_models`

@@ -5,6 +5,7 @@ mod auth;
 mod chat;
 mod extract;
 mod handlers;
+mod progress;
 mod sse;
 
 use std::future::Future;

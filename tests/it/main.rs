@@ -23,6 +23,7 @@ mod errors;
 mod fallback;
 mod layout;
 mod mcp;
+mod progress;
 mod relay;
 mod sdk;
 mod store;
