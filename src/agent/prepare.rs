@@ -14,7 +14,7 @@ use super::round::Mode;
 use super::{Agent, Error, Turn, confirm};
 use crate::compact::Compactor;
 use crate::config::VirtualModel;
-use crate::openai::{Message, Role, ToolDef};
+use crate::openai::{ChatRequest, Message, Role, ToolDef};
 use crate::tools::ToolSet;
 
 impl Agent {
@@ -24,7 +24,7 @@ impl Agent {
         let Turn { caller, model, mut request, off_record } = turn;
         let structured = confirm::take_structured(&mut request.rest)
             .map_err(|message| Error::bad_request(message, "lariat.confirm"))?;
-        let tools = if server_tools_disabled(request.tool_choice.as_ref()) {
+        let tools = if server_tools_disabled(request.tool_choice.as_ref()) || is_background_task(&request) {
             Arc::new(ToolSet::default())
         } else {
             self.tools.for_request(&model.name, model.tools.as_ref(), caller.access)
@@ -104,6 +104,20 @@ fn client_tools(defs: Option<&[ToolDef]>, server: &ToolSet) -> Result<HashSet<St
 /// `tool_choice: "none"` turns the server tools off for the request.
 fn server_tools_disabled(tool_choice: Option<&Value>) -> bool {
     tool_choice.and_then(Value::as_str) == Some("none")
+}
+
+/// A chat UI's own background request — Open WebUI's titles, tags and follow-up
+/// suggestions: not streamed, no tools, the last user message opening with
+/// `### Task:`. It gets no server tools, so it never runs (or asks about) one.
+fn is_background_task(request: &ChatRequest) -> bool {
+    !request.stream
+        && request.tools.as_ref().is_none_or(Vec::is_empty)
+        && request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .is_some_and(|m| m.content.text().trim_start().starts_with("### Task:"))
 }
 
 /// Whether `tool_choice` forces a call (`"required"` or a named function): after one

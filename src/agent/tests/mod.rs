@@ -359,3 +359,22 @@ async fn a_compaction_before_a_call_is_announced() {
     let first = &rig.script.received()[0];
     assert_eq!(first.message(-1)["content"], "and now?", "the latest question is never dropped");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_chat_ui_s_background_task_gets_no_server_tools() {
+    let rig = Rig::new(vec![echo()], "");
+    rig.script.push(text("{\"title\": \"Weather\"}"));
+    let task = "### Task:\nGenerate a concise title for the chat history.\n### Chat History:\nUSER: weather?";
+    let events = rig.run(ask(task)).await;
+    assert_eq!(finished(&events).message.content, "{\"title\": \"Weather\"}");
+    let sent = &rig.script.received()[0];
+    assert!(sent.tools.is_empty(), "nothing a title request could run");
+    assert!(!sent.message(0)["content"].as_str().unwrap_or_default().contains("You have access to tools"));
+
+    // The same words streamed, or with the client's own tools, are a chat.
+    rig.script.push(text("ok"));
+    let mut body = ask(task);
+    body["stream"] = json!(true);
+    rig.run(body).await;
+    assert_eq!(rig.script.received()[1].tools, ["lookup"]);
+}
