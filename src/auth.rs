@@ -1,12 +1,13 @@
-//! Who is calling: bearer keys → `Caller` (user, access level, allowed models).
+//! Who is calling: bearer keys → `Caller` (user, access level, allowed models), and
+//! for a frontend's key the person it forwards (`Keys::identify`).
 //!
 //! Keys are stored and looked up by their SHA-256, so plain and pre-hashed keys are
 //! the same thing after load and the plain text of a key is never kept.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{Access, Key, Progress, key_digest};
+use crate::config::{Access, Forwarded, Key, Progress, UserOverride, key_digest};
 use crate::globs::Globs;
 
 /// The authenticated identity of one request.
@@ -20,7 +21,10 @@ pub struct Caller {
     /// The key's own `progress`, over the model's.
     pub progress: Option<Progress>,
     /// Identifies the key (its hash, hex) without revealing it; binds suspended loops.
+    /// For a forwarded person: the key and the person together.
     pub key_id: String,
+    /// The key takes its person from these headers.
+    forwarded: Option<Arc<Forwarded>>,
 }
 
 impl Caller {
@@ -38,6 +42,7 @@ impl Caller {
             confirm_deny: Globs::empty(),
             progress: None,
             key_id: "anonymous".into(),
+            forwarded: None,
         }
     }
 }
@@ -55,6 +60,8 @@ pub enum AuthError {
 pub struct Keys {
     by_hash: HashMap<[u8; 32], Arc<Caller>>,
     anonymous: Option<Arc<Caller>>,
+    /// Overrides for forwarded people, by lower-case name.
+    users: HashMap<String, UserOverride>,
 }
 
 impl Keys {
@@ -70,12 +77,55 @@ impl Keys {
                     confirm_deny: k.confirm_deny.clone(),
                     progress: k.progress,
                     key_id: hex::encode(&k.sha256[..8]),
+                    forwarded: k.forwarded.clone().map(Arc::new),
                 };
                 (k.sha256, Arc::new(caller))
             })
             .collect();
         let anonymous = keys.is_empty().then(|| Arc::new(Caller::anonymous()));
-        Self { by_hash, anonymous }
+        Self { by_hash, anonymous, users: HashMap::new() }
+    }
+
+    /// With overrides for the people frontends forward (`[users."..."]`).
+    pub fn with_users(mut self, users: &BTreeMap<String, UserOverride>) -> Self {
+        self.users = users.iter().map(|(name, u)| (name.to_lowercase(), u.clone())).collect();
+        self
+    }
+
+    /// The person behind a frontend's key, from the headers it forwards: their name,
+    /// their role's access (never above the key's), their overrides, and a key id of
+    /// their own (so one person cannot answer another's confirmation). Any other
+    /// key's caller, or a request naming nobody, stays as it is.
+    pub fn identify(&self, caller: Arc<Caller>, headers: &http::HeaderMap) -> Arc<Caller> {
+        let Some(forwarded) = &caller.forwarded else { return caller };
+        let header = |name: &str| {
+            let value = headers.get(name)?.to_str().ok()?.trim();
+            (!value.is_empty() && value.len() <= 256).then_some(value)
+        };
+        let Some(user) = forwarded.user_headers.iter().find_map(|h| header(h)) else { return caller };
+        let role_access = |role: &str| forwarded.role_access.get(&role.to_ascii_lowercase()).copied();
+        let from_role = match &forwarded.role_header {
+            // A role the key does not map gets the lowest level.
+            Some(name) => header(name).and_then(role_access).unwrap_or(Access::Guest),
+            None => caller.access,
+        };
+        let own = self.users.get(&user.to_lowercase());
+        let access = own.and_then(|u| u.access).unwrap_or(from_role).min(caller.access);
+        let (confirm_allow, confirm_deny) = match own {
+            Some(u) => (u.confirm_allow.clone(), u.confirm_deny.clone()),
+            None => (caller.confirm_allow.clone(), caller.confirm_deny.clone()),
+        };
+        let key_id = hex::encode(&key_digest(format!("{}\0{user}", caller.key_id).as_bytes())[..8]);
+        Arc::new(Caller {
+            user: user.to_owned(),
+            access,
+            models: caller.models.clone(),
+            confirm_allow,
+            confirm_deny,
+            progress: caller.progress,
+            key_id,
+            forwarded: None,
+        })
     }
 
     /// True when no keys are configured and every request is served anonymously.
@@ -113,7 +163,61 @@ mod tests {
             confirm_allow: Globs::empty(),
             confirm_deny: Globs::empty(),
             progress: None,
+            forwarded: None,
         }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs.iter().map(|(name, value)| (http::HeaderName::from_static(name), value.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_frontend_s_key_takes_the_person_from_its_headers() {
+        let forwarded = Forwarded {
+            user_headers: vec!["x-openwebui-user-email".into(), "x-openwebui-user-id".into()],
+            role_header: Some("x-openwebui-user-role".into()),
+            role_access: BTreeMap::from([("admin".into(), Access::Admin), ("user".into(), Access::User)]),
+        };
+        let webui = Key { access: Access::User, forwarded: Some(forwarded), ..key("sk-webui-key", "webui", None) };
+        let users = BTreeMap::from([(
+            "Boss@Example.com".to_owned(),
+            UserOverride {
+                access: None,
+                confirm_allow: Globs::new(&["delete_*"]).unwrap(),
+                confirm_deny: Globs::empty(),
+            },
+        )]);
+        let keys = Keys::new(&[webui, key("sk-plain-key", "plain", None)]).with_users(&users);
+        let webui = keys.authenticate(Some(b"Bearer sk-webui-key")).unwrap();
+
+        let alice = keys.identify(
+            webui.clone(),
+            &headers(&[("x-openwebui-user-email", "alice@example.com"), ("x-openwebui-user-role", "user")]),
+        );
+        assert_eq!((alice.user.as_str(), alice.access), ("alice@example.com", Access::User));
+        let admin = keys.identify(
+            webui.clone(),
+            &headers(&[("x-openwebui-user-email", "boss@example.com"), ("x-openwebui-user-role", "admin")]),
+        );
+        assert_eq!(admin.access, Access::User, "never above the key's own level");
+        assert!(admin.confirm_allow.matches("delete_file"), "the person's own overrides");
+        assert_ne!(alice.key_id, admin.key_id, "each person owns their confirmations");
+        assert_ne!(alice.key_id, webui.key_id);
+        let stranger = keys.identify(
+            webui.clone(),
+            &headers(&[("x-openwebui-user-id", "u-42"), ("x-openwebui-user-role", "pending")]),
+        );
+        assert_eq!(
+            (stranger.user.as_str(), stranger.access),
+            ("u-42", Access::Guest),
+            "an unmapped role gets the least"
+        );
+        let nobody = keys.identify(webui.clone(), &headers(&[]));
+        assert!(Arc::ptr_eq(&nobody, &webui), "no person named: the key itself");
+
+        let plain = keys.authenticate(Some(b"Bearer sk-plain-key")).unwrap();
+        let same = keys.identify(plain.clone(), &headers(&[("x-openwebui-user-email", "mallory@example.com")]));
+        assert_eq!(same.user, "plain", "another key's headers are ignored");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod access;
 pub(crate) mod answer;
 mod expand;
+mod identity;
 mod raw;
 mod validate;
 
@@ -34,6 +35,7 @@ pub struct Config {
     pub keys: Vec<Key>,
     pub upstream: UpstreamPolicy,
     pub compaction: Compaction,
+    pub users: BTreeMap<String, UserOverride>,
 }
 
 /// How upstream calls are kept inside their targets' context budgets.
@@ -233,6 +235,27 @@ pub struct Key {
     pub confirm_allow: Globs,
     pub confirm_deny: Globs,
     pub progress: Option<Progress>,
+    /// The end user comes from a frontend's headers (one key for all its people).
+    pub forwarded: Option<Forwarded>,
+}
+
+/// Which headers name the person behind a frontend's key, and what their roles mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded {
+    /// Lower-case names tried in order; the first present is the user.
+    pub user_headers: Vec<String>,
+    /// The header with the person's role in the frontend, if it sends one.
+    pub role_header: Option<String>,
+    /// Role → access level; a role not listed gets the lowest level.
+    pub role_access: BTreeMap<String, Access>,
+}
+
+/// Overrides for one forwarded user (`[users."alice@example.com"]`).
+#[derive(Debug, Clone)]
+pub struct UserOverride {
+    pub access: Option<Access>,
+    pub confirm_allow: Globs,
+    pub confirm_deny: Globs,
 }
 
 /// One problem in a config file: the key it concerns and why.

@@ -26,6 +26,19 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub compaction: RawCompaction,
+    /// Per-user overrides for people a frontend forwards (`forwarded_identity`).
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub access: Option<String>,
+    #[serde(default)]
+    pub confirm_allow: Vec<String>,
+    #[serde(default)]
+    pub confirm_deny: Vec<String>,
 }
 
 /// Fitting every upstream call into its target's context budget.
@@ -406,6 +419,10 @@ pub struct RawKey {
     pub confirm_deny: Vec<String>,
     /// Overrides the model's `progress` for this key's requests.
     pub progress: Option<Progress>,
+    /// `"openwebui"` or a list of header names naming the end user.
+    pub forwarded_identity: Option<toml::Value>,
+    /// The frontend's roles → access levels (capped at the key's own).
+    pub role_access: Option<BTreeMap<String, String>>,
 }
 
 fn yes() -> bool {

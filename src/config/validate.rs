@@ -47,7 +47,7 @@ impl Checker {
         }
     }
 
-    fn access(&mut self, key: &str, value: Option<&str>, default: Access) -> Access {
+    pub(super) fn access(&mut self, key: &str, value: Option<&str>, default: Access) -> Access {
         match value.map(str::parse::<Access>) {
             None => default,
             Some(Ok(a)) => a,
@@ -58,7 +58,7 @@ impl Checker {
         }
     }
 
-    fn globs(&mut self, key: &str, patterns: &[String]) -> Globs {
+    pub(super) fn globs(&mut self, key: &str, patterns: &[String]) -> Globs {
         Globs::new(patterns).unwrap_or_else(|e| {
             self.err(key, e);
             Globs::empty()
@@ -129,6 +129,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
     super::answer::resolve(&mut c, &providers, answers, &mut models);
     let models: BTreeMap<_, _> = models.into_iter().map(|(name, m)| (name, Arc::new(m))).collect();
     let keys = keys(&mut c, raw.keys, &models);
+    let users = super::identity::users(&mut c, raw.users);
     let confirm = Confirm {
         tools: c.globs("confirm.tools", &raw.confirm.tools),
         ttl: c.duration("confirm.ttl_s", Some(raw.confirm.ttl_s as f64), 900.0),
@@ -151,6 +152,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
             keys,
             upstream,
             compaction,
+            users,
         })
     } else {
         Err(c.errors)
@@ -512,6 +514,7 @@ fn keys(c: &mut Checker, raw: Vec<raw::RawKey>, models: &BTreeMap<String, Arc<Vi
                 confirm_allow: c.globs(&format!("{key}.confirm_allow"), &k.confirm_allow),
                 confirm_deny: c.globs(&format!("{key}.confirm_deny"), &k.confirm_deny),
                 progress: k.progress,
+                forwarded: super::identity::forwarded(c, &key, k.forwarded_identity, k.role_access),
                 user: k.user,
             })
         })

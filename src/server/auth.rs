@@ -14,6 +14,7 @@ pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Reques
     let header = request.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
     match state.keys.authenticate(header) {
         Ok(caller) => {
+            let caller = state.keys.identify(caller, request.headers());
             request.extensions_mut().insert(caller);
             next.run(request).await
         }

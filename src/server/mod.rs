@@ -74,7 +74,7 @@ impl AppState {
         let shared = matches!(store, Store::Redis(_)).then(|| store.clone());
         let summarizer = config.compaction.summarize.clone().map(|s| crate::agent::Summarizer::new(s, shared));
         Ok(Arc::new(Self {
-            keys: Keys::new(&config.keys),
+            keys: Keys::new(&config.keys).with_users(&config.users),
             agent: Arc::new(Agent { upstream, tools, store, metrics: metrics.clone(), settings, summarizer }),
             metrics,
             config,

@@ -21,6 +21,7 @@ mod compaction;
 mod confirm;
 mod errors;
 mod fallback;
+mod identity;
 mod layout;
 mod mcp;
 mod progress;

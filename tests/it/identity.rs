@@ -1,0 +1,82 @@
+//! Forwarded identity: Open WebUI connects with one key for all its people; lariat
+//! takes each person from the headers it forwards, for access, audit and who may
+//! answer a confirmation.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::tools::{agent_config, ask};
+
+const WEBUI: &str = "sk-webui-0123456789";
+
+async fn setup() -> (MockUpstream, ToolServer, Lariat) {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let text = format!(
+        "{}\n[confirm]\ntools = [\"echo\"]\n\n[[keys]]\nkey = \"{WEBUI}\"\nuser = \"open-webui\"\naccess = \"admin\"\n\
+         forwarded_identity = \"openwebui\"\nrole_access = {{ admin = \"admin\", user = \"user\" }}\n",
+        agent_config(&mock, &tools, "")
+    );
+    (mock, tools, Lariat::start(&text).await)
+}
+
+async fn as_person(lariat: &Lariat, key: &str, email: &str, role: &str, body: &Value) -> reqwest::Response {
+    lariat
+        .post("/v1/chat/completions", Some(key))
+        .header("X-OpenWebUI-User-Email", email)
+        .header("X-OpenWebUI-User-Role", role)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn offered(body: &Value) -> Vec<&str> {
+    body["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect()
+}
+
+#[tokio::test]
+async fn each_person_gets_their_role_s_tools_and_their_own_usage() {
+    let (mock, _tools, lariat) = setup().await;
+    mock.push(Reply::text("hi user"));
+    mock.push(Reply::text("hi admin"));
+    as_person(&lariat, WEBUI, "alice@example.com", "user", &ask("hi")).await;
+    as_person(&lariat, WEBUI, "root@example.com", "admin", &ask("hi")).await;
+    let received = mock.received();
+    assert!(!offered(&received[0].body).contains(&"secret_ops"), "a user is not offered admin tools");
+    assert!(offered(&received[1].body).contains(&"secret_ops"));
+    let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"lariat_tokens_total{user="alice@example.com",model="agent""#), "{metrics}");
+    assert!(metrics.contains(r#"lariat_tokens_total{user="root@example.com",model="agent""#), "{metrics}");
+
+    // Another key's headers are ignored: ALICE's key stays alice.
+    mock.push(Reply::text("hi"));
+    as_person(&lariat, ALICE, "root@example.com", "admin", &ask("hi")).await;
+    let metrics = lariat.get("/metrics", None).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"lariat_tokens_total{user="alice",model="agent""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn only_the_person_who_was_asked_can_say_yes() {
+    let (mock, tools, lariat) = setup().await;
+    mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
+    mock.push(Reply::text("Shall I echo hi?"));
+    let question: Value =
+        as_person(&lariat, WEBUI, "alice@example.com", "user", &ask("echo hi")).await.json().await.unwrap();
+    let asked = question["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    let reply = json!({"model": "agent", "messages": [
+        {"role": "user", "content": "echo hi"},
+        {"role": "assistant", "content": asked},
+        {"role": "user", "content": "yes"}
+    ]});
+
+    mock.push(Reply::text("I can't do that for you."));
+    let mallory: Value = as_person(&lariat, WEBUI, "mallory@example.com", "admin", &reply).await.json().await.unwrap();
+    assert_eq!(mallory["choices"][0]["message"]["content"], "I can't do that for you.", "an ordinary message");
+    assert!(tools.hits("/echo").is_empty(), "another person's yes runs nothing");
+
+    mock.push(Reply::text("Echoed."));
+    let alice: Value = as_person(&lariat, WEBUI, "alice@example.com", "user", &reply).await.json().await.unwrap();
+    assert_eq!(alice["choices"][0]["message"]["content"], "Echoed.");
+    assert_eq!(tools.hits("/echo").len(), 1);
+}
