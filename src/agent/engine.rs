@@ -83,16 +83,28 @@ pub(super) enum Voice {
 pub(super) struct Round {
     result: RoundResult,
     final_call: bool,
+    shown: Shown,
+}
+
+/// Whether a round's client calls already streamed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// They went out as they arrived.
+    Streamed,
+    /// Held back (a call of the round might wait for a human), or never streamed (a
+    /// resumed round): they go out when the round is handed out.
+    Pending,
 }
 
 /// A round whose client calls go out.
 pub(super) struct Handout {
-    message: Message,
+    pub shown: Shown,
+    pub message: Message,
     /// Results of the server calls that ran.
-    results: Vec<Message>,
-    client_calls: Vec<ToolCall>,
-    completion_rest: Map<String, Value>,
-    choice_rest: Map<String, Value>,
+    pub results: Vec<Message>,
+    pub client_calls: Vec<ToolCall>,
+    pub completion_rest: Map<String, Value>,
+    pub choice_rest: Map<String, Value>,
 }
 
 /// The request's own parts the loop keeps using.
@@ -189,9 +201,12 @@ impl Engine {
         };
         self.start(Some(target.clone()), attempts).await;
         let (result, cut) = self.relay(reply, &target, Voice::Loop).await;
+        // A round that may hold a call for a human hands its client calls out only
+        // after the answer: they were held back (see `relay`).
+        let shown = if self.defers_client_calls(Voice::Loop) { Shown::Pending } else { Shown::Streamed };
         match cut {
             Some(error) => Step::Fail(error),
-            None => Step::Act(Box::new(Round { result, final_call })),
+            None => Step::Act(Box::new(Round { result, final_call, shown })),
         }
     }
 
@@ -245,6 +260,7 @@ impl Engine {
         let request = &self.request;
         // With an answer model the loop model's words are notes, not the reply.
         let hide_text = voice == Voice::Loop && self.model.answer.is_some();
+        let defer_calls = self.defers_client_calls(voice);
         let mut chunks: ChunkStream = match reply {
             Reply::Complete(completion) if !request.stream => {
                 let round = RoundResult::from_completion(completion, &request.client_names, self.mode);
@@ -264,6 +280,12 @@ impl Engine {
             match item {
                 Ok(chunk) => {
                     let Some(mut delta) = round.push(chunk) else { continue };
+                    if defer_calls && !delta.calls.is_empty() {
+                        delta.calls.clear();
+                        if delta.text.is_none() && !delta.role && delta.remains.is_none() {
+                            continue;
+                        }
+                    }
                     if hide_text {
                         if delta.calls.is_empty() {
                             continue;
@@ -303,6 +325,12 @@ impl Engine {
         round
     }
 
+    /// Whether a streamed round's client calls wait for the round's end: when one of
+    /// its calls might be held for a human, the client's go out only after the answer.
+    fn defers_client_calls(&self, voice: Voice) -> bool {
+        voice == Voice::Loop && self.mode == Mode::Loop && self.agent.settings.gate.may_hold(&self.caller)
+    }
+
     fn is_client_call(&self, call: &ToolCall) -> bool {
         self.mode == Mode::Relay || self.request.client_names.contains(&call.function.name)
     }
@@ -310,7 +338,7 @@ impl Engine {
     /// Decides what a finished round means: the answer, or tools to run, hold or
     /// hand out.
     async fn act(&mut self, round: Round) -> Step {
-        let Round { result, final_call } = round;
+        let Round { result, final_call, shown } = round;
         let RoundResult { mut message, finish_reason, completion_rest, choice_rest, .. } = result;
         let calls = message.tool_calls.take().unwrap_or_default();
         if calls.is_empty() || final_call {
@@ -356,7 +384,7 @@ impl Engine {
             };
         }
         message.tool_calls = Some(calls);
-        self.go_on(message, results, completion_rest, choice_rest)
+        self.go_on(message, results, shown, completion_rest, choice_rest)
     }
 
     /// After a round's server calls ran: hand out its client calls, or append it to
@@ -365,12 +393,14 @@ impl Engine {
         &mut self,
         message: Message,
         results: Vec<Message>,
+        shown: Shown,
         completion_rest: Map<String, Value>,
         choice_rest: Map<String, Value>,
     ) -> Step {
         let client_calls: Vec<ToolCall> = message.calls().iter().filter(|c| self.is_client_call(c)).cloned().collect();
         if !client_calls.is_empty() {
-            return Step::Suspend(Box::new(Handout { message, results, client_calls, completion_rest, choice_rest }));
+            let handout = Handout { shown, message, results, client_calls, completion_rest, choice_rest };
+            return Step::Suspend(Box::new(handout));
         }
         self.append_round(message, results);
         if prepare::forces_a_call(self.request.tool_choice.as_ref()) {
@@ -425,27 +455,7 @@ impl Engine {
             return Step::Call;
         }
         results.extend(self.execute(&held).await);
-        self.go_on(checkpoint.assistant, results, Map::new(), Map::new())
-    }
-
-    async fn suspend(&mut self, handout: Handout) -> Step {
-        let Handout { mut message, results, client_calls, completion_rest, choice_rest } = handout;
-        if let Err(error) = self.store_round(&message, &client_calls, results).await {
-            return Step::Fail(error);
-        }
-        self.emit(Event::Suspended { calls: client_calls.clone() }).await;
-        message.tool_calls = Some(client_calls);
-        Step::Answer(Box::new(Finished {
-            message,
-            finish_reason: FinishReason::ToolCalls,
-            usage: self.progress.usage.take(),
-            rounds: self.progress.rounds,
-            ended_by: super::Ending::ClientTools,
-            confirmation: None,
-            answered_by: None,
-            completion_rest,
-            choice_rest,
-        }))
+        self.go_on(checkpoint.assistant, results, Shown::Pending, Map::new(), Map::new())
     }
 
     async fn say(&mut self, text: String) -> Step {

@@ -20,6 +20,15 @@ pub struct Resume {
     pub followup: Vec<Message>,
 }
 
+/// How a request that answers a question begins.
+pub enum Opening {
+    /// Where the loop starts.
+    Step(Step),
+    /// An ordinary request, but the model must first learn what became of the action
+    /// the user replies to (this note joins the system message).
+    Note(String),
+}
+
 /// The human's reply a request carries, typed or structured.
 struct HumanReply {
     id: String,
@@ -65,6 +74,7 @@ impl Engine {
         let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Open };
         agent.put_trace(&checkpoint.id, &trace).await?;
         agent.store.put(&confirm::store_key(&checkpoint.id), bytes, ttl).await?;
+        self.supersede(&checkpoint).await?;
         for (call, tool) in checkpoint.held.iter().zip(&tools) {
             agent.metrics.record_confirmation(tool, "created");
             let arguments = if self.off_record { "[off the record]" } else { call.function.arguments.as_str() };
@@ -75,6 +85,32 @@ impl Engine {
             );
         }
         Ok(checkpoint)
+    }
+
+    /// Makes `checkpoint` the only live question for its held calls in this
+    /// conversation: a chat UI that regenerates asks again, and the older question
+    /// must not run the same action a second time.
+    async fn supersede(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
+        let store = &self.agent.store;
+        let latest = confirm::latest_key(&checkpoint.key_id, &fingerprint(checkpoint));
+        let older = store.take(&latest).await?;
+        store.put(&latest, checkpoint.id.clone().into_bytes(), self.agent.settings.gate.ttl).await?;
+        let Some(older) = older.and_then(|b| String::from_utf8(b).ok()).filter(|o| *o != checkpoint.id) else {
+            return Ok(());
+        };
+        if store.take(&confirm::store_key(&older)).await?.is_some() {
+            let trace = Trace {
+                key_id: checkpoint.key_id.clone(),
+                tools: tool_names(&checkpoint.held),
+                state: TraceState::Superseded,
+            };
+            self.agent.put_trace(&older, &trace).await?;
+            tracing::info!(
+                target: "lariat::audit", event = "confirmation", outcome = "superseded", id = %older, by = %checkpoint.id,
+                user = %self.caller.user, "a newer question for the same action replaced this one"
+            );
+        }
+        Ok(())
     }
 
     /// Asks the human: the model phrases the question (seeing placeholders for the
@@ -142,7 +178,10 @@ impl Agent {
         model: &str,
         structured: Option<Structured>,
         messages: &[Message],
-    ) -> Result<Option<Step>, Error> {
+    ) -> Result<Option<Opening>, Error> {
+        if let Some(question) = self.continued_question(caller, messages).await? {
+            return Ok(Some(Opening::Step(Step::Say(question))));
+        }
         let Some(HumanReply { id, verdict, followup }) = self.human_reply(structured, messages) else {
             return Ok(None);
         };
@@ -170,8 +209,15 @@ impl Agent {
             return Ok(None);
         }
         if checkpoint.model != model {
-            tracing::info!(id = %id, asked = model, paused = %checkpoint.model, "a reply through another model is an ordinary message");
-            return Ok(None);
+            tracing::info!(id = %id, asked = model, paused = %checkpoint.model, "a reply through another model");
+            if verdict == Verdict::Other {
+                return Ok(None);
+            }
+            let note = format!(
+                "This action is waiting for your answer in the model `{}`; switch back to it to answer. Nothing was run.",
+                checkpoint.model
+            );
+            return Ok(Some(Opening::Step(Step::Say(note))));
         }
         // Consume: of two concurrent replies exactly one gets it.
         let Some(bytes) = self.store.take(&key).await? else {
@@ -180,7 +226,8 @@ impl Agent {
         let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Internal(format!("a checkpoint changed while it was read: {e}")))?;
         let tools = tool_names(&checkpoint.held);
-        let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Answered };
+        let state = if verdict == Verdict::Approve { TraceState::Approved } else { TraceState::Denied };
+        let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state };
         // The checkpoint is ours now: losing the trace only makes a later replay read
         // "expired" instead of "already answered", so it must not fail the resume.
         if let Err(error) = self.put_trace(&id, &trace).await {
@@ -193,7 +240,18 @@ impl Agent {
                 user = %caller.user, model, tool, reply = ?verdict, "confirmation answered"
             );
         }
-        Ok(Some(Step::Resume(Box::new(Resume { checkpoint, verdict, followup }))))
+        Ok(Some(Opening::Step(Step::Resume(Box::new(Resume { checkpoint, verdict, followup })))))
+    }
+
+    /// "Continue" on a question (the history ends with it, still open): the question
+    /// again, with no new checkpoint.
+    async fn continued_question(&self, caller: &Caller, messages: &[Message]) -> Result<Option<String>, Error> {
+        let Some(last) = messages.last().filter(|m| m.role == crate::openai::Role::Assistant) else { return Ok(None) };
+        let text = last.content.text();
+        let Some(id) = confirm::find_marker(&text) else { return Ok(None) };
+        let Some(bytes) = self.store.get(&confirm::store_key(id)).await? else { return Ok(None) };
+        let owned = serde_json::from_slice::<Checkpoint>(&bytes).is_ok_and(|c| c.key_id == caller.key_id);
+        Ok(owned.then(|| text.into_owned()))
     }
 
     /// The reply in this request, if it answers a question: the structured field wins
@@ -217,14 +275,18 @@ impl Agent {
 
     /// A reply whose checkpoint is gone (answered, expired, unknown). A "yes" is told
     /// so in a plain assistant message; anything else is an ordinary message.
-    async fn gone(&self, caller: &Caller, id: &str, verdict: Verdict) -> Result<Option<Step>, Error> {
-        if verdict != Verdict::Approve {
-            return Ok(None);
-        }
+    async fn gone(&self, caller: &Caller, id: &str, verdict: Verdict) -> Result<Option<Opening>, Error> {
         let key = confirm::trace_key(id);
         let trace = self.store.get(&key).await?.and_then(|b| serde_json::from_slice::<Trace>(&b).ok());
         let trace = trace.filter(|t| t.key_id == caller.key_id);
         let state = trace.as_ref().map(|t| t.state);
+        if verdict != Verdict::Approve {
+            // A "no" (or an edit) to a question already settled: the model learns what
+            // really happened, so it does not tell the user a ran action was cancelled.
+            let Some(trace) = trace else { return Ok(None) };
+            tracing::info!(id, user = %caller.user, ?state, "a reply to a settled question; the model is told its fate");
+            return Ok(Some(Opening::Note(confirm::fate_note(state, &trace.tools))));
+        }
         if let Some(mut trace) = trace.filter(|t| t.state == TraceState::Open) {
             // First late reply to a checkpoint that timed out: count it expired, once.
             for tool in &trace.tools {
@@ -236,7 +298,7 @@ impl Agent {
         } else {
             tracing::info!(id, user = %caller.user, ?state, "a yes found no checkpoint to resume");
         }
-        Ok(Some(Step::Say(confirm::gone_text(state).to_owned())))
+        Ok(Some(Opening::Step(Step::Say(confirm::gone_text(state).to_owned()))))
     }
 
     async fn put_trace(&self, id: &str, trace: &Trace) -> Result<(), Error> {
@@ -244,6 +306,32 @@ impl Agent {
         let ttl = self.settings.gate.ttl + confirm::TRACE_GRACE;
         Ok(self.store.put(&confirm::trace_key(id), bytes, ttl).await?)
     }
+}
+
+/// The conversation before the round (without the leading instructions, which carry
+/// the time of day) and the held calls: the same for a regenerated question.
+fn fingerprint(checkpoint: &Checkpoint) -> String {
+    use sha2::{Digest, Sha256};
+    let messages = &checkpoint.messages;
+    let skip = usize::from(
+        messages
+            .first()
+            .is_some_and(|m| matches!(m.role, crate::openai::Role::System | crate::openai::Role::Developer)),
+    );
+    let mut hash = Sha256::new();
+    hash.update(checkpoint.model.as_bytes());
+    for message in &messages[skip..] {
+        hash.update(serde_json::to_vec(&(message.role, &message.content)).unwrap_or_default());
+        for call in message.calls() {
+            hash.update(call.function.name.as_bytes());
+            hash.update(call.function.arguments.as_bytes());
+        }
+    }
+    for call in &checkpoint.held {
+        hash.update(call.function.name.as_bytes());
+        hash.update(crate::text::arguments(&call.function.arguments, usize::MAX).as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
 }
 
 fn tool_names(calls: &[ToolCall]) -> Vec<String> {

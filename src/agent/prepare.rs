@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::engine::{Engine, Progress, Request, Step};
 use super::events::Event;
+use super::pause::Opening;
 use super::round::Mode;
 use super::{Agent, Error, Turn, confirm};
 use crate::compact::Compactor;
@@ -51,8 +52,9 @@ impl Agent {
             caller,
             model,
         };
+        let mut note = None;
         let first = match self.reopen(&engine.caller, &engine.model.name, structured, &engine.messages).await? {
-            Some(Step::Resume(resume)) => {
+            Some(Opening::Step(Step::Resume(resume))) => {
                 // The checkpoint is the truth about the conversation so far (the client
                 // never saw the server's tool calls) and about the request's parameters.
                 let checkpoint = &resume.checkpoint;
@@ -66,7 +68,11 @@ impl Agent {
                 engine.mode = Mode::Loop;
                 return Ok((engine, Step::Resume(resume), received));
             }
-            Some(step) => step,
+            Some(Opening::Step(step)) => step,
+            Some(Opening::Note(text)) => {
+                note = Some(text);
+                Step::Call
+            }
             None => {
                 if let Some((rounds, route)) = self.restore(&engine.caller.key_id, &mut engine.messages).await? {
                     (engine.progress.rounds, engine.progress.route) = (rounds, route);
@@ -75,6 +81,12 @@ impl Agent {
             }
         };
         overlay(&mut engine.messages, &engine.model, &engine.tools);
+        if let Some(note) = note {
+            match engine.messages.first_mut().filter(|m| matches!(m.role, Role::System | Role::Developer)) {
+                Some(system) => system.content.append_paragraph(&note),
+                None => engine.messages.insert(0, Message::new(Role::System, note)),
+            }
+        }
         Ok((engine, first, received))
     }
 }

@@ -7,9 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Engine;
+use super::engine::{Engine, Handout, Shown, Step};
+use super::events::{Event, Finished};
 use super::{Agent, Error};
-use crate::openai::{Message, Role, ToolCall};
+use crate::openai::{FinishReason, Message, Role, ToolCall};
 use crate::upstream::Route;
 
 /// Bump when the format changes incompatibly; older values are then ignored (the loop
@@ -80,6 +81,41 @@ impl Agent {
 }
 
 impl Engine {
+    /// Hands the client its calls; the rest of the round waits in the store.
+    pub(super) async fn suspend(&mut self, handout: Handout) -> Step {
+        let Handout { shown, mut message, results, client_calls, completion_rest, choice_rest } = handout;
+        if let Err(error) = self.store_round(&message, &client_calls, results).await {
+            return Step::Fail(error);
+        }
+        if self.request.stream && shown == Shown::Pending {
+            let calls = client_calls
+                .iter()
+                .zip(0..)
+                .map(|(call, index)| super::events::CallDelta {
+                    index,
+                    id: Some(call.id.clone()),
+                    name: Some(call.function.name.clone()),
+                    arguments: Some(call.function.arguments.clone()),
+                })
+                .collect();
+            self.emit(Event::Delta(super::events::Delta { role: true, calls, ..super::events::Delta::default() }))
+                .await;
+        }
+        self.emit(Event::Suspended { calls: client_calls.clone() }).await;
+        message.tool_calls = Some(client_calls);
+        Step::Answer(Box::new(Finished {
+            message,
+            finish_reason: FinishReason::ToolCalls,
+            usage: self.progress.usage.take(),
+            rounds: self.progress.rounds,
+            ended_by: super::events::Ending::ClientTools,
+            confirmation: None,
+            answered_by: None,
+            completion_rest,
+            choice_rest,
+        }))
+    }
+
     /// Stores the full round so the client's results can be joined to it later.
     pub(super) async fn store_round(
         &self,

@@ -77,9 +77,23 @@ pub struct Trace {
 pub enum TraceState {
     /// Waiting for the human (or silently expired).
     Open,
+    /// Answered by an older release, which did not record how.
     Answered,
+    /// The human said yes: the held calls ran.
+    Approved,
+    /// The human said no (or something else): the held calls never ran.
+    Denied,
+    /// A newer question for the same calls of the same conversation took its place.
+    Superseded,
     /// A reply found it expired; counted once.
     Expired,
+}
+
+impl TraceState {
+    /// Whether the held calls ran (as far as is known).
+    pub fn ran(self) -> bool {
+        matches!(self, Self::Approved | Self::Answered)
+    }
 }
 
 /// How long a trace outlives its checkpoint.
@@ -88,15 +102,42 @@ pub const TRACE_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// What the user is told when a "yes" finds no checkpoint to resume.
 pub fn gone_text(state: Option<TraceState>) -> &'static str {
     match state {
-        Some(TraceState::Answered) => {
+        Some(TraceState::Answered | TraceState::Approved | TraceState::Denied) => {
             "This confirmation was already answered, so nothing was run again. \
              If you want the action performed once more, ask me again."
+        }
+        Some(TraceState::Superseded) => {
+            "A newer question replaced this one, so nothing was run for it. \
+             Answer the latest question, or ask me again."
         }
         _ => {
             "This approval has expired (or is no longer valid), so nothing was run. \
              If you still want the action performed, ask me again and confirm when I ask."
         }
     }
+}
+
+/// What the model is told when a reply (not a yes) answers a question that is gone:
+/// what became of the action, so its answer is true.
+pub fn fate_note(state: Option<TraceState>, tools: &[String]) -> String {
+    let names = tools.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ");
+    if state.is_some_and(TraceState::ran) {
+        format!(
+            "[Note from lariat: the action the user's last message replies to ({names}) was already approved \
+             and run earlier; this reply does not undo it. Do not say it was cancelled.]"
+        )
+    } else {
+        format!(
+            "[Note from lariat: the action the user's last message replies to ({names}) was never run (its \
+             confirmation was declined, replaced by a newer question, or expired). Do not say it was done.]"
+        )
+    }
+}
+
+/// Where the newest question for one set of held calls in one conversation is
+/// recorded: a newer one supersedes the older (chat UIs regenerate and branch).
+pub fn latest_key(key_id: &str, fingerprint: &str) -> String {
+    format!("confirm-latest:{key_id}:{fingerprint}")
 }
 
 /// 128 random bits from the thread's CSPRNG, as 32 hex digits.

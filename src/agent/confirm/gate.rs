@@ -34,6 +34,12 @@ impl Gate {
         (self.tools.matches(tool) && !caller.confirm_allow.matches(tool)) || caller.confirm_deny.matches(tool)
     }
 
+    /// Whether any call of `caller`'s could be held (else nothing needs to wait for
+    /// the end of a round to know).
+    pub fn may_hold(&self, caller: &Caller) -> bool {
+        !self.tools.patterns().is_empty() || !caller.confirm_deny.patterns().is_empty()
+    }
+
     /// Reads the human's reply. Only a whole reply counts as yes or no ("yes, but
     /// use the other file" is not a yes): a polite "please"/"thanks" may follow.
     pub fn verdict(&self, reply: &str) -> Verdict {

@@ -9,10 +9,11 @@ mod gate;
 mod reply;
 
 pub use checkpoint::{
-    Checkpoint, RequestParams, TRACE_GRACE, Trace, TraceState, VERSION, gone_text, new_id, store_key, trace_key,
+    Checkpoint, RequestParams, TRACE_GRACE, Trace, TraceState, VERSION, fate_note, gone_text, latest_key, new_id,
+    store_key, trace_key,
 };
 pub use footer::{PLACEHOLDER, footer, template};
 #[cfg(test)]
 pub use gate::{DENIED, DENIED_OTHER};
 pub use gate::{Gate, Verdict};
-pub use reply::{Structured, find_reply, take_structured};
+pub use reply::{Structured, find_marker, find_reply, take_structured};

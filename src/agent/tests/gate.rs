@@ -115,3 +115,111 @@ async fn a_yes_after_the_ttl_is_told_the_approval_expired() {
     assert!(done.message.content.text().contains("expired"), "{:?}", done.message.content);
     assert!(events.iter().any(|e| matches!(e, Event::Started { target: None, attempts: 0 })));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_regenerated_question_supersedes_the_older_one() {
+    let (rig, runs) = rig();
+    let first = asked(&rig).await;
+    let second = asked(&rig).await;
+    assert_ne!(first, second, "each question has its own marker");
+    let calls_before = rig.script.received().len();
+    let stale = rig.run(reply(&first, "yes")).await;
+    assert_eq!(runs.runs(), 0, "the replaced question runs nothing");
+    assert_eq!(rig.script.received().len(), calls_before);
+    assert!(
+        finished(&stale).message.content.text().contains("newer question"),
+        "{:?}",
+        finished(&stale).message.content
+    );
+
+    rig.script.push(text("Deleted."));
+    rig.run(reply(&second, "yes")).await;
+    assert_eq!(runs.runs(), 1, "the latest question runs, once");
+    let again = rig.run(reply(&first, "yes")).await;
+    assert_eq!(runs.runs(), 1);
+    assert!(finished(&again).message.content.text().contains("newer question"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_no_after_the_action_ran_tells_the_model_the_truth() {
+    let (rig, runs) = rig();
+    let question = asked(&rig).await;
+    rig.script.push(text("Deleted."));
+    rig.run(reply(&question, "yes")).await;
+    assert_eq!(runs.runs(), 1);
+    // The user edits their "yes" into "no" in the chat UI and sends it again.
+    rig.script.push(text("It was already deleted; I cannot undo that."));
+    rig.run(reply(&question, "no")).await;
+    assert_eq!(runs.runs(), 1);
+    let sent = rig.script.received().pop().unwrap();
+    let system = sent.message(0)["content"].as_str().unwrap();
+    assert!(system.contains("`delete_file`") && system.contains("already approved and run"), "{system}");
+    assert_eq!(sent.message(-1)["content"], "no");
+}
+
+#[tokio::test(start_paused = true)]
+async fn continue_on_a_question_repeats_it_without_a_new_checkpoint() {
+    let (rig, runs) = rig();
+    let question = asked(&rig).await;
+    let calls_before = rig.script.received().len();
+    let continued = rig
+        .run(json!({"messages": [
+            {"role": "user", "content": "delete /tmp/x"},
+            {"role": "assistant", "content": question}
+        ]}))
+        .await;
+    assert_eq!(finished(&continued).message.content, question.as_str(), "the same question, the same marker");
+    assert_eq!(rig.script.received().len(), calls_before, "no upstream call, no new checkpoint");
+    rig.script.push(text("Deleted."));
+    rig.run(reply(&question, "yes")).await;
+    assert_eq!(runs.runs(), 1, "the question still answers");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_through_another_model_is_told_where_the_action_waits() {
+    let (tool, runs) = testing::tool("delete_file", Duration::ZERO, Duration::from_secs(30), Ok("deleted"));
+    let (safe, _) = testing::tool("lookup", Duration::ZERO, Duration::from_secs(30), Ok("found"));
+    let rig = Rig::new(vec![tool, safe], &format!("{GATE}\n[models.n]\nchain = [\"mock/model-b\"]\n"));
+    let question = asked(&rig).await;
+    let mut elsewhere = reply(&question, "yes");
+    elsewhere["model"] = json!("n");
+    let events = rig.run(elsewhere).await;
+    assert_eq!(runs.runs(), 0);
+    assert!(finished(&events).message.content.text().contains("waiting for your answer in the model `m`"));
+    rig.script.push(text("Deleted."));
+    rig.run(reply(&question, "yes")).await;
+    assert_eq!(runs.runs(), 1, "the question is still open in its own model");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_round_with_held_and_client_calls_hands_the_client_calls_out_after_yes() {
+    let (rig, runs) = rig();
+    let client_tool =
+        json!([{"type": "function", "function": {"name": "web_search", "parameters": {"type": "object"}}}]);
+    rig.script.push(super::script::Answer::Chunks(
+        vec![
+            json!({"role": "assistant", "content": ""}),
+            json!({"tool_calls": [{"index": 0, "id": "up_0", "type": "function", "function": {"name": "web_search", "arguments": "{\"q\":\"x\"}"}}]}),
+            json!({"tool_calls": [{"index": 1, "id": "up_1", "type": "function", "function": {"name": "delete_file", "arguments": "{}"}}]}),
+        ],
+        "tool_calls",
+    ));
+    rig.script.push(text("Shall I delete it?"));
+    let body =
+        json!({"stream": true, "tools": client_tool, "messages": [{"role": "user", "content": "search and delete"}]});
+    let events = rig.run(body).await;
+    let streamed_calls =
+        |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Delta(d) if !d.calls.is_empty())).count();
+    assert_eq!(streamed_calls(&events), 0, "no client call goes out before the question is answered");
+    let question = finished(&events).message.content.text().into_owned();
+
+    let mut yes = reply(&question, "yes");
+    yes["stream"] = json!(true);
+    yes["tools"] = client_tool;
+    let events = rig.run(yes).await;
+    assert_eq!(runs.runs(), 1);
+    assert_eq!(streamed_calls(&events), 1, "the client's call goes out now");
+    let done = finished(&events);
+    assert_eq!(done.ended_by, Ending::ClientTools);
+    assert_eq!(done.message.tool_calls.as_ref().unwrap()[0].function.name, "web_search");
+}

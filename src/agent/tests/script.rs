@@ -200,11 +200,13 @@ impl Rig {
         Self { agent, script, config, caller }
     }
 
+    /// A request for model `m`, or for the model the body names.
     pub fn request(&self, body: Value) -> Turn {
         let mut body = body;
-        body["model"] = json!("m");
+        let name = body["model"].as_str().unwrap_or("m").to_owned();
+        body["model"] = json!(name);
         let request: ChatRequest = serde_json::from_value(body).unwrap();
-        let model = self.config.models["m"].clone();
+        let model = self.config.models[&name].clone();
         Turn { caller: self.caller.clone(), model, request, off_record: false }
     }
 
