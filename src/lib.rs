@@ -16,6 +16,7 @@ pub mod upstream;
 
 pub mod error;
 pub mod globs;
+pub mod redact;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

@@ -612,6 +612,10 @@ impl Final {
 /// The client learns the store is down and that nothing ran; the operator's log gets
 /// the details (addresses stay out of responses).
 fn unavailable(error: StoreError) -> ApiError {
+    // A full store is not an outage: the client is told so (the message says nothing ran).
+    if let StoreError::Full(message) = error {
+        return ApiError::Unavailable(message);
+    }
     tracing::error!(%error, "the store failed; the request is refused");
     ApiError::Unavailable(
         "lariat's store for paused conversations is unreachable right now, so this request cannot be handled \

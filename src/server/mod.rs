@@ -56,7 +56,9 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let upstream = Upstream::new(&config, metrics.clone())?;
         let tools = Registry::new(&config.tools).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let store = Store::from_config(&config.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let store = Store::from_config(&config.store)
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .with_limits(config.store_limits);
         let settings = Settings {
             max_output_bytes: config.tools.max_output_bytes,
             suspend_ttl: config.confirm.ttl,

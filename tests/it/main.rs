@@ -21,6 +21,7 @@ mod fallback;
 mod mcp;
 mod relay;
 mod sdk;
+mod secrets;
 mod store;
 mod streaming;
 mod tools;

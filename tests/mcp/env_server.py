@@ -1,0 +1,42 @@
+"""A stdio MCP server with one tool, `get_env`, that returns the server's whole
+environment (like @modelcontextprotocol/server-everything's `get-env`), so tests can
+check what lariat lets a child see. Standard library only; it writes a line to
+stderr at start so the stderr tail has something to show."""
+
+import json
+import os
+import sys
+
+sys.stderr.write("env server starting\n")
+sys.stderr.flush()
+
+TOOL = {
+    "name": "get_env",
+    "description": "Return this process's environment variables.",
+    "inputSchema": {"type": "object", "properties": {}},
+}
+
+
+def answer(request_id, result):
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}) + "\n")
+    sys.stdout.flush()
+
+
+for line in sys.stdin:
+    message = json.loads(line)
+    method = message.get("method")
+    if "id" not in message:
+        continue
+    if method == "initialize":
+        answer(message["id"], {
+            "protocolVersion": message["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "env", "version": "1"},
+        })
+    elif method == "tools/list":
+        answer(message["id"], {"tools": [TOOL]})
+    elif method == "tools/call":
+        text = json.dumps(dict(os.environ), sort_keys=True)
+        answer(message["id"], {"content": [{"type": "text", "text": text}]})
+    else:
+        answer(message["id"], {})
