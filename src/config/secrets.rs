@@ -13,9 +13,23 @@ use crate::redact::Redactor;
 
 /// What a stdio server inherits from lariat without asking: enough to find programs,
 /// a home and a locale, as the official MCP SDK clients give their servers. Anything
-/// else, keys above all, must be passed by name.
-const BASE_ENVIRONMENT: &[&str] =
-    &["PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
+/// else, keys above all, must be passed by name. The CA bundle paths are there too:
+/// behind a TLS-intercepting proxy, `uvx` or `npx` cannot fetch anything without them.
+const BASE_ENVIRONMENT: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TERM",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
 
 /// The minimal environment, read once at load.
 pub(super) fn base_environment(env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {

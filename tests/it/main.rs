@@ -18,6 +18,7 @@ mod compaction;
 mod confirm;
 mod errors;
 mod fallback;
+mod limits;
 mod mcp;
 mod relay;
 mod sdk;
