@@ -3,6 +3,7 @@
 //! and calling one tool.
 
 mod builtin;
+mod html;
 mod http;
 pub mod mcp;
 pub mod names;

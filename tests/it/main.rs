@@ -23,6 +23,7 @@ mod mcp;
 mod relay;
 mod sdk;
 mod secrets;
+mod ssrf;
 mod store;
 mod streaming;
 mod tools;

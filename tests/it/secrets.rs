@@ -20,14 +20,14 @@ use crate::harness::*;
 /// JSON logs at trace level captured. rmcp's own trace output is left out: at that
 /// level it dumps raw MCP traffic (as hyper would dump raw HTTP), which no
 /// redaction of lariat's reaches.
-struct Spawned {
+pub struct Spawned {
     process: std::process::Child,
     url: String,
     _config: tempfile::NamedTempFile,
 }
 
 impl Spawned {
-    async fn start(config_text: &str, env: &[(&str, &str)]) -> Self {
+    pub async fn start(config_text: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         config.write_all(config_text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")).as_bytes()).unwrap();
@@ -53,7 +53,7 @@ impl Spawned {
         panic!("lariat did not start: {}", String::from_utf8_lossy(&process.wait_with_output().unwrap().stderr));
     }
 
-    async fn wait_ready(&self) -> Value {
+    pub async fn wait_ready(&self) -> Value {
         for _ in 0..400 {
             let response = client().get(format!("{}/ready", self.url)).send().await.unwrap();
             if response.status() == 200 {
@@ -64,12 +64,12 @@ impl Spawned {
         panic!("lariat did not become ready");
     }
 
-    fn chat(&self, body: &Value) -> reqwest::RequestBuilder {
+    pub fn chat(&self, body: &Value) -> reqwest::RequestBuilder {
         client().post(format!("{}/v1/chat/completions", self.url)).bearer_auth(ALICE).json(body)
     }
 
     /// SIGTERM, then everything lariat logged.
-    fn stop(self) -> String {
+    pub fn stop(self) -> String {
         let status = Command::new("kill").args(["-TERM", &self.process.id().to_string()]).status().unwrap();
         assert!(status.success());
         let out = self.process.wait_with_output().unwrap();
