@@ -13,6 +13,7 @@ mod mcp_server;
 mod redis_server;
 
 mod auth;
+mod bounds;
 mod cli;
 mod compaction;
 mod confirm;
