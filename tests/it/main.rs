@@ -21,6 +21,7 @@ mod errors;
 mod fallback;
 mod limits;
 mod mcp;
+mod mcp_stderr;
 mod relay;
 mod sdk;
 mod secrets;

@@ -1,13 +1,17 @@
 """A stdio MCP server with one tool, `get_env`, that returns the server's whole
 environment (like @modelcontextprotocol/server-everything's `get-env`), so tests can
 check what lariat lets a child see. Standard library only; it writes a line to
-stderr at start so the stderr tail has something to show."""
+stderr at start so the stderr tail has something to show (`--noisy`: much more)."""
 
 import json
 import os
 import sys
 
 sys.stderr.write("env server starting\n")
+if "--noisy" in sys.argv:
+    # Invalid UTF-8, then more than a pipe holds: a reader that stopped at the bad
+    # bytes would leave this process blocked on its next write.
+    sys.stderr.buffer.write(b"\xff\xfe not utf-8\n" + b"x" * 200_000 + b"\n")
 sys.stderr.flush()
 
 TOOL = {
