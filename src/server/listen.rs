@@ -23,13 +23,14 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use super::socket::Watched;
 use crate::config::ConnectionLimits;
 
 /// Connections being turned away at once (each for at most `REJECT_LINGER`); more
@@ -123,7 +124,7 @@ async fn reject(mut stream: TcpStream) {
 
 /// What one connection is doing, shared by its I/O, its requests and its watchdog.
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     epoch: Instant,
     /// Requests being served, from their headers to the end of their response.
     busy: AtomicUsize,
@@ -166,7 +167,7 @@ impl Activity {
     }
 
     /// Bytes arrived; if no request is being served, they start the next one's head.
-    fn read_some(&self) {
+    pub(super) fn read_some(&self) {
         if self.is_idle() && self.head_started.load(Ordering::Acquire) == NONE {
             self.head_started.store(self.now(), Ordering::Release);
             self.changed.notify_waiters();
@@ -312,7 +313,7 @@ impl Connection {
     async fn run(self, stream: TcpStream, mut stopped: watch::Receiver<bool>) {
         let Self { app, builder, limits, slot } = self;
         let activity = slot.activity.clone();
-        let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let requests = activity.clone();
         let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let busy = requests.begin();
@@ -374,52 +375,5 @@ impl http_body::Body for Tracked {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The socket, noting when the bytes of a new request begin to arrive.
-    struct Watched {
-        #[pin]
-        inner: TcpStream,
-        activity: Arc<Activity>,
-    }
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.read_some();
-        }
-        result
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
     }
 }

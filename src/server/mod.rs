@@ -6,6 +6,7 @@ mod extract;
 mod handlers;
 mod limits;
 mod listen;
+mod socket;
 mod sse;
 
 use std::future::Future;

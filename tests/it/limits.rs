@@ -199,3 +199,53 @@ async fn a_newcomer_gets_503_when_every_connection_is_busy() {
     assert!(ended.is_some());
     assert_eq!(json_body(&response)["error"]["code"], "unavailable", "{response}");
 }
+
+/// Requests hyper cannot parse get the status it chooses with an OpenAI-shaped body
+/// (they used to get an empty one), and the connection closes.
+#[tokio::test]
+async fn malformed_requests_get_json_errors() {
+    let mock = MockUpstream::start().await;
+    let lariat = start("", &mock).await;
+    let long_header = format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1024 * 1024));
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+    );
+    let long_url = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(100 * 1024));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "bad content-length",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "duplicate content-length",
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n{}"
+                .to_vec(),
+            "400",
+        ),
+        ("1 MB header", long_header.into_bytes(), "431"),
+        ("1,000 headers", many_headers.into_bytes(), "431"),
+        ("header without colon", b"GET /health HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n".to_vec(), "400"),
+        ("NUL in a header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".to_vec(), "400"),
+        ("100 KB URL", long_url.into_bytes(), "431"),
+        ("HTTP/0.9", b"GET /health\r\n\r\n".to_vec(), "400"),
+        (
+            "TLS bytes",
+            vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, b'\r', b'\n', b'\r', b'\n'],
+            "400",
+        ),
+    ];
+    for (name, bytes, status) in cases {
+        let mut stream = TcpStream::connect(&lariat.addr).await.unwrap();
+        let _ = stream.write_all(&bytes).await;
+        let (response, ended) = read_to_close(&mut stream, Duration::from_secs(3)).await;
+        assert!(ended.is_some(), "{name}: the connection stayed open");
+        assert!(response.starts_with(&format!("HTTP/1.1 {status} ")), "{name}: {response:.200}");
+        assert!(response.to_ascii_lowercase().contains("content-type: application/json"), "{name}: {response:.300}");
+        let error = json_body(&response);
+        assert_eq!(error["error"]["code"], "invalid_request", "{name}: {error}");
+    }
+    // A well-formed request on the same server is unaffected.
+    assert_eq!(client().get(format!("http://{}/health", lariat.addr)).send().await.unwrap().status(), 200);
+}
