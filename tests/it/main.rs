@@ -19,6 +19,7 @@ mod compaction;
 mod confirm;
 mod errors;
 mod fallback;
+mod fuzz;
 mod limits;
 mod mcp;
 mod mcp_stderr;
