@@ -107,7 +107,12 @@ pub async fn serve(
 
 /// Answers a connection over the cap: 503 JSON, then close.
 async fn reject(mut stream: TcpStream) {
-    tracing::warn!("every connection is busy; turning a new one away with 503");
+    // At most one line a second: a flood must not turn into a flood of logs.
+    static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if LAST_WARNED.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!("every connection is busy (server.max_connections); turning new ones away with 503");
+    }
     let body = r#"{"error":{"message":"lariat is serving as many connections as it may (server.max_connections); retry shortly","type":"server_error","param":null,"code":"unavailable"}}"#;
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",

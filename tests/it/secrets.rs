@@ -106,7 +106,7 @@ async fn a_stdio_server_sees_no_key_of_lariats_environment() {
     )
     .await;
     let ready = child.wait_ready().await;
-    assert_eq!(ready["tool_sources"]["envy"], "ready (1 tools)", "{ready}");
+    assert_eq!(ready["tool_sources"]["envy"], "ready (2 tools)", "{ready}");
     mock.push(Reply::tool_calls(&[("a", "envy__get_env", "{}")])).push(Reply::text("ok"));
     let response =
         child.chat(&json!({"model": "agent", "messages": [{"role": "user", "content": "env?"}]})).send().await.unwrap();

@@ -14,11 +14,18 @@ if "--noisy" in sys.argv:
     sys.stderr.buffer.write(b"\xff\xfe not utf-8\n" + b"x" * 200_000 + b"\n")
 sys.stderr.flush()
 
-TOOL = {
-    "name": "get_env",
-    "description": "Return this process's environment variables.",
-    "inputSchema": {"type": "object", "properties": {}},
-}
+TOOLS = [
+    {
+        "name": "get_env",
+        "description": "Return this process's environment variables.",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "deep",
+        "description": "Return a result nested 5,000 levels deep (no client can decode it).",
+        "inputSchema": {"type": "object", "properties": {}},
+    },
+]
 
 
 def answer(request_id, result):
@@ -38,7 +45,13 @@ for line in sys.stdin:
             "serverInfo": {"name": "env", "version": "1"},
         })
     elif method == "tools/list":
-        answer(message["id"], {"tools": [TOOL]})
+        answer(message["id"], {"tools": TOOLS})
+    elif method == "tools/call" and message["params"]["name"] == "deep":
+        # Written by hand: json.dumps itself gives up long before 5,000 levels.
+        nested = "[" * 5000 + "]" * 5000
+        sys.stdout.write('{"jsonrpc": "2.0", "id": %s, "result": {"content": [], "structuredContent": {"x": %s}}}\n'
+                         % (json.dumps(message["id"]), nested))
+        sys.stdout.flush()
     elif method == "tools/call":
         text = json.dumps(dict(os.environ), sort_keys=True)
         answer(message["id"], {"content": [{"type": "text", "text": text}]})
