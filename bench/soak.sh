@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # lariat soak: a long, bounded run at many connections, counting errors and watching
 # lariat's resident memory before, at its peak and after. See bench/README.md.
-# Usage (tools as for bench/run.sh: oha, curl, python3; builds in release if needed):
+# Usage (wrk, curl, python3: installed with apt-get when missing and run as root;
+# builds lariat and the mock in release if needed):
 #   bash bench/soak.sh
 # Knobs (environment):
-#   SOAK_REQUESTS=1000000  requests to send (non-streaming, then SOAK_STREAM_SHARE of
-#                          them again as streams)
+#   SOAK_REQUESTS=1000000  non-streaming requests to send at least (in rounds of
+#                          SOAK_ROUND_S seconds), then SOAK_STREAM_SHARE percent of
+#                          that as streams
 #   SOAK_STREAM_SHARE=10   percent of SOAK_REQUESTS sent as streams in a second phase
 #   SOAK_CONNS=200         connections
-#   SOAK_MAX_S=900         hard bound on the whole load (each phase gets what is left)
+#   SOAK_ROUND_S=20        length of one wrk run
+#   SOAK_MAX_S=900         hard bound on the whole load
 #   SOAK_SETTLE_S=10       wait after the load before the "after" RSS sample
 #   LARIAT_BIN / MOCK_BIN  use these binaries instead of building
 #   SOAK_PORT_BASE=19000   ports BASE+1 (mock) and BASE+80 (lariat)
@@ -19,6 +22,7 @@ OUT="$ROOT/bench/out"
 REQUESTS="${SOAK_REQUESTS:-1000000}"
 STREAM_SHARE="${SOAK_STREAM_SHARE:-10}"
 CONNS="${SOAK_CONNS:-200}"
+ROUND_S="${SOAK_ROUND_S:-20}"
 MAX_S="${SOAK_MAX_S:-900}"
 SETTLE_S="${SOAK_SETTLE_S:-10}"
 BASE="${SOAK_PORT_BASE:-19000}"
@@ -32,7 +36,14 @@ log() { printf '\033[1m[soak %4ds]\033[0m %s\n' "$((SECONDS - T0))" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 export PATH="$HOME/.cargo/bin:$PATH"
-for tool in curl python3 oha; do command -v "$tool" >/dev/null || die "$tool is needed (bench/run.sh installs it)"; done
+need_apt=()
+for tool in curl python3 wrk; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
+if ((${#need_apt[@]})); then
+  [[ "$(id -u)" == 0 ]] || die "missing ${need_apt[*]}: run as root or install them"
+  log "installing ${need_apt[*]} with apt-get"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
 
 WORK="$(mktemp -d /tmp/lariat-soak.XXXXXX)"
 PIDS=()
@@ -92,13 +103,29 @@ log "lariat RSS before: $BEFORE kB"
 SAMPLER=$!
 PIDS+=("$SAMPLER")
 
-phase() { # phase NAME BODY REQUESTS
-  local left=$((MAX_S - (SECONDS - T0)))
-  ((left > 0)) || die "SOAK_MAX_S ($MAX_S s) used up before phase $1"
-  log "phase $1: $3 requests at $CONNS connections (at most ${left} s)"
-  # oha prints its report when interrupted, so the time bound still yields figures.
-  timeout --signal=INT --kill-after=30 "$left" oha --no-tui --output-format json -n "$3" -c "$CONNS" -t 30s \
-    -m POST -T application/json -d "$2" "http://$H:$P_LARIAT/v1/chat/completions" >"$OUT/raw/soak_$1.json" || true
+# wrk posts BODY and prints one JSON line of counts when a run is done.
+cat >"$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = os.getenv("SOAK_BODY")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "seconds": %.3f, "connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d, "p99_ms": %.3f}\n',
+    summary.requests, summary.duration / 1e6, e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(99) / 1000))
+end
+LUA
+
+phase() { # phase NAME BODY REQUESTS: rounds of wrk until REQUESTS were sent
+  local name="$1" body="$2" want="$3" sent=0 left
+  : >"$OUT/raw/soak_$name.jsonl"
+  while ((sent < want)); do
+    left=$((MAX_S - (SECONDS - T0)))
+    ((left > 5)) || { log "SOAK_MAX_S ($MAX_S s) reached in phase $name"; break; }
+    log "phase $name: $sent of $want requests sent; $ROUND_S s more at $CONNS connections"
+    SOAK_BODY="$body" wrk -t 2 -c "$CONNS" -d "$((ROUND_S < left ? ROUND_S : left))s" --timeout 30s \
+      -s "$WORK/post.lua" "http://$H:$P_LARIAT/v1/chat/completions" | grep '^{' >>"$OUT/raw/soak_$name.jsonl"
+    sent=$(python3 -c 'import json,sys; print(sum(json.loads(l)["requests"] for l in open(sys.argv[1])))' "$OUT/raw/soak_$name.jsonl")
+  done
 }
 phase plain "$BODY" "$REQUESTS"
 STREAMS=$((REQUESTS * STREAM_SHARE / 100))
@@ -109,26 +136,29 @@ log "load done; settling ${SETTLE_S} s"
 sleep "$SETTLE_S"
 AFTER="$(rss)"
 
-python3 - "$OUT" "$BEFORE" "$PEAK" "$AFTER" "$CONNS" "$((SECONDS - T0))" <<'PY'
+python3 - "$OUT" "$BEFORE" "$PEAK" "$AFTER" "$CONNS" "$((SECONDS - T0))" "$REQUESTS" <<'PY'
 import json, os, sys
-out, before, peak, after, conns, elapsed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
-rows, total_req, total_err = [], 0, 0
+out, conns, elapsed, wanted = sys.argv[1], sys.argv[5], sys.argv[6], int(sys.argv[7])
+before, peak, after = (int(v) for v in sys.argv[2:5])
+rows, total_req, total_err, plain = [], 0, 0, 0
 for phase in ("plain", "stream"):
-    path = os.path.join(out, "raw", f"soak_{phase}.json")
+    path = os.path.join(out, "raw", f"soak_{phase}.jsonl")
     if not os.path.exists(path):
         continue
-    d = json.load(open(path))
-    codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
-    errors = sum(v for k, v in codes.items() if k != 200) + sum((d.get("errorDistribution") or {}).values())
-    sent = sum(codes.values()) + sum((d.get("errorDistribution") or {}).values())
-    s = d.get("summary", {})
-    rows.append(f"| {phase} | {sent:,} | {errors:,} | {s.get('requestsPerSec', 0):,.0f} | {1000 * (d.get('latencyPercentiles', {}).get('p99') or 0):.2f} |")
+    runs = [json.loads(line) for line in open(path) if line.strip()]
+    sent = sum(r["requests"] for r in runs)
+    errors = sum(r[k] for r in runs for k in ("connect", "read", "write", "status", "timeout"))
+    seconds = sum(r["seconds"] for r in runs) or 1
+    p99 = max((r["p99_ms"] for r in runs), default=0)
+    rows.append(f"| {phase} | {sent:,} | {errors:,} | {sent / seconds:,.0f} | {p99:.2f} |")
     total_req += sent
     total_err += errors
+    if phase == "plain":
+        plain = sent
 report = "\n".join([
     f"# lariat soak ({conns} connections, {elapsed} s)",
     "",
-    "| phase | requests | errors | req/s | p99 ms |",
+    "| phase | requests | errors | req/s | worst p99 of a round, ms |",
     "|---|--:|--:|--:|--:|",
     *rows,
     "",
@@ -137,5 +167,5 @@ report = "\n".join([
 ])
 open(os.path.join(out, "soak.md"), "w").write(report)
 print(report)
-sys.exit(1 if total_err else 0)
+sys.exit(1 if total_err or plain < wanted else 0)
 PY
