@@ -42,6 +42,12 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of descriptors, say), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 const NONE: u64 = u64::MAX;
+/// "Too many open files" (per process, system-wide), as Linux and the BSDs number them.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+/// Idle connections closed per "too many open files": enough to drain a backlog of
+/// newcomers quickly, few enough to leave most keep-alive clients alone.
+const EVICT_ON_EMFILE: usize = 16;
 
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
 /// accepting and lets in-flight requests finish for at most `limits.shutdown_timeout`.
@@ -67,8 +73,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    // Out of descriptors below the cap (`ulimit -n` set lower than
+                    // `max_connections`): free one the way the cap would.
+                    let out_of_descriptors = matches!(e.raw_os_error(), Some(EMFILE | ENFILE));
+                    let freed = if out_of_descriptors { tracker.evict_idle(EVICT_ON_EMFILE) } else { 0 };
+                    tracing::warn!(error = %e, closed_idle_connections = freed, "accepting a connection failed");
+                    // Closed connections give their descriptors back as soon as their tasks run.
+                    tokio::time::sleep(if freed > 0 { Duration::from_millis(2) } else { ACCEPT_BACKOFF }).await;
                     continue;
                 }
             },
@@ -267,17 +278,30 @@ impl Tracker {
     /// `None` when every connection is serving a request.
     fn admit(self: &Arc<Self>) -> Option<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.len() >= self.max {
-            let idle = slots.iter().find(|(_, (activity, _))| activity.is_idle()).map(|(id, _)| *id)?;
-            if let Some((_, cancel)) = slots.remove(&idle) {
-                tracing::debug!("connection cap reached: closing the oldest idle connection");
-                cancel.cancel();
-            }
+        if slots.len() >= self.max && !Self::close_oldest_idle(&mut slots) {
+            return None;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (activity, cancel) = (Arc::new(Activity::new()), CancellationToken::new());
         slots.insert(id, (activity.clone(), cancel.clone()));
         Some(Slot { id, activity, cancel, tracker: self.clone() })
+    }
+
+    /// Closes up to `n` of the oldest connections not serving a request; how many.
+    fn evict_idle(&self, n: usize) -> usize {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        (0..n).take_while(|_| Self::close_oldest_idle(&mut slots)).count()
+    }
+
+    fn close_oldest_idle(slots: &mut BTreeMap<u64, (Arc<Activity>, CancellationToken)>) -> bool {
+        let Some(idle) = slots.iter().find(|(_, (activity, _))| activity.is_idle()).map(|(id, _)| *id) else {
+            return false;
+        };
+        if let Some((_, cancel)) = slots.remove(&idle) {
+            tracing::debug!("closing the oldest idle connection to make room");
+            cancel.cancel();
+        }
+        true
     }
 
     fn remove(&self, id: u64) {

@@ -249,3 +249,45 @@ async fn malformed_requests_get_json_errors() {
     // A well-formed request on the same server is unaffected.
     assert_eq!(client().get(format!("http://{}/health", lariat.addr)).send().await.unwrap().status(), 200);
 }
+
+/// The exhaustion, below the cap: lariat run with only 256 descriptors (the
+/// cap at its default of 10,000) and 600 idle connections. Out of descriptors, it
+/// closes idle connections to accept new ones, so `/health` still answers.
+#[tokio::test]
+async fn out_of_descriptors_idle_connections_make_room() {
+    let mock = MockUpstream::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = config(&mock, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=256:256", "--", env!("CARGO_BIN_EXE_lariat"), "serve", "--config"])
+        .arg(file.path())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if TcpStream::connect(&addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(up, "lariat did not start");
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let health =
+        tokio::time::timeout(Duration::from_secs(5), client().get(format!("http://{addr}/health")).send()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let health = health.expect("/health did not answer within 5 s").unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(3), "/health took {:?}", started.elapsed());
+}
