@@ -122,8 +122,9 @@ phase() { # phase NAME BODY REQUESTS: rounds of wrk until REQUESTS were sent
     left=$((MAX_S - (SECONDS - T0)))
     ((left > 5)) || { log "SOAK_MAX_S ($MAX_S s) reached in phase $name"; break; }
     log "phase $name: $sent of $want requests sent; $ROUND_S s more at $CONNS connections"
-    SOAK_BODY="$body" wrk -t 2 -c "$CONNS" -d "$((ROUND_S < left ? ROUND_S : left))s" --timeout 30s \
-      -s "$WORK/post.lua" "http://$H:$P_LARIAT/v1/chat/completions" | grep '^{' >>"$OUT/raw/soak_$name.jsonl"
+    line="$(SOAK_BODY="$body" wrk -t 2 -c "$CONNS" -d "$((ROUND_S < left ? ROUND_S : left))s" --timeout 30s \
+      -s "$WORK/post.lua" "http://$H:$P_LARIAT/v1/chat/completions" | grep '^{')"
+    echo "${line%\}}, \"rss_kb\": $(rss)}" >>"$OUT/raw/soak_$name.jsonl"
     sent=$(python3 -c 'import json,sys; print(sum(json.loads(l)["requests"] for l in open(sys.argv[1])))' "$OUT/raw/soak_$name.jsonl")
   done
 }
@@ -150,7 +151,8 @@ for phase in ("plain", "stream"):
     errors = sum(r[k] for r in runs for k in ("connect", "read", "write", "status", "timeout"))
     seconds = sum(r["seconds"] for r in runs) or 1
     p99 = max((r["p99_ms"] for r in runs), default=0)
-    rows.append(f"| {phase} | {sent:,} | {errors:,} | {sent / seconds:,.0f} | {p99:.2f} |")
+    rss = " → ".join(f"{r['rss_kb'] / 1024:.1f}" for r in runs)
+    rows.append(f"| {phase} | {sent:,} | {errors:,} | {sent / seconds:,.0f} | {p99:.2f} | {rss} |")
     total_req += sent
     total_err += errors
     if phase == "plain":
@@ -158,8 +160,8 @@ for phase in ("plain", "stream"):
 report = "\n".join([
     f"# lariat soak ({conns} connections, {elapsed} s)",
     "",
-    "| phase | requests | errors | req/s | worst p99 of a round, ms |",
-    "|---|--:|--:|--:|--:|",
+    "| phase | requests | errors | req/s | worst p99 of a round, ms | RSS after each round, MB |",
+    "|---|--:|--:|--:|--:|---|",
     *rows,
     "",
     f"lariat RSS: before {before / 1024:.1f} MB, peak {peak / 1024:.1f} MB, after {after / 1024:.1f} MB",
