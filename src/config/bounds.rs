@@ -57,6 +57,9 @@ fn connection_limits(
     shutdown_timeout: Duration,
 ) -> ConnectionLimits {
     let defaults = ConnectionLimits::default();
+    if s.body_min_rate_bytes_s == 0 {
+        c.err("server.body_min_rate_bytes_s", "must be at least 1");
+    }
     if s.max_connections == 0 {
         c.err("server.max_connections", "must be at least 1");
     }
@@ -75,6 +78,7 @@ fn connection_limits(
             Some(s.body_read_timeout_s),
             defaults.body_read_timeout.as_secs_f64(),
         ),
+        body_min_rate: s.body_min_rate_bytes_s.max(1),
         idle_timeout: c.duration("server.idle_timeout_s", Some(s.idle_timeout_s), defaults.idle_timeout.as_secs_f64()),
         max_connections: s.max_connections.max(1),
         max_header_bytes: s.max_header_bytes.max(8192),

@@ -102,8 +102,11 @@ pub struct Server {
 pub struct ConnectionLimits {
     /// From a request's first byte (or a new connection's acceptance) to its last header.
     pub header_read_timeout: Duration,
-    /// From a request's headers to the last byte of its body.
+    /// From a request's headers to the last byte of its body, extended by the time
+    /// the bytes received would take at `body_min_rate` (bytes per second), so a big
+    /// body on a slow link arrives and a trickle is cut.
     pub body_read_timeout: Duration,
+    pub body_min_rate: u64,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -120,6 +123,7 @@ impl Default for ConnectionLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
+            body_min_rate: 16 * 1024,
             idle_timeout: Duration::from_secs(75),
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,

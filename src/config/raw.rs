@@ -137,8 +137,10 @@ pub struct RawServer {
     /// A request's headers must be complete this long after its first byte (and a
     /// new connection must send them this long after it was accepted).
     pub header_read_timeout_s: f64,
-    /// A request's body must be complete this long after its headers.
+    /// A request's body must be complete this long after its headers, plus the time
+    /// what has arrived would take at `body_min_rate_bytes_s`.
     pub body_read_timeout_s: f64,
+    pub body_min_rate_bytes_s: u64,
     /// A keep-alive connection waiting for its next request is closed after this.
     pub idle_timeout_s: f64,
     /// Open client connections at most; see `server::limits` for what happens beyond.
@@ -159,6 +161,7 @@ impl Default for RawServer {
             hide_forbidden_models: false,
             header_read_timeout_s: 10.0,
             body_read_timeout_s: 60.0,
+            body_min_rate_bytes_s: 16 * 1024,
             idle_timeout_s: 75.0,
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,

@@ -153,7 +153,7 @@ fn hardening_limits_have_defaults_and_are_configurable() {
     assert_eq!(c.store_limits, StoreLimits::default());
     assert_eq!(c.providers["openai"].max_response_bytes, 32 * 1024 * 1024);
     let text = format!(
-        "{BASE}\n[server]\nheader_read_timeout_s = 2.5\nbody_read_timeout_s = 5\nidle_timeout_s = 30\n\
+        "{BASE}\n[server]\nheader_read_timeout_s = 2.5\nbody_read_timeout_s = 5\nbody_min_rate_bytes_s = 1000\nidle_timeout_s = 30\n\
          max_connections = 100\nmax_header_bytes = 16384\n[upstream]\nmax_response_bytes = 2048\n\
          pool_idle_timeout_s = 5\npool_max_idle_per_host = 4\n[store]\nmax_entry_bytes = 4096\nmax_bytes = 8192\n"
     );
@@ -161,7 +161,7 @@ fn hardening_limits_have_defaults_and_are_configurable() {
     let l = c.server.connections;
     assert_eq!(l.header_read_timeout, Duration::from_millis(2500));
     assert_eq!((l.body_read_timeout, l.idle_timeout), (Duration::from_secs(5), Duration::from_secs(30)));
-    assert_eq!((l.max_connections, l.max_header_bytes), (100, 16384));
+    assert_eq!((l.max_connections, l.max_header_bytes, l.body_min_rate), (100, 16384, 1000));
     let openai = &c.providers["openai"];
     assert_eq!(openai.max_response_bytes, 2048);
     assert_eq!((openai.pool_idle_timeout, openai.pool_max_idle_per_host), (Duration::from_secs(5), 4));

@@ -1,6 +1,7 @@
 //! Request bodies within bounds before any handler sees them: a declared
 //! `Content-Length` over `max_body_bytes` is answered 413 at once (nothing of the
-//! body is read), and a body must be complete within `body_read_timeout`.
+//! body is read), and a body must be complete within `body_read_timeout` plus the
+//! time its bytes would take at `body_min_rate`.
 //!
 //! The body is not buffered here: the handler still reads it, after `auth`, so an
 //! unauthenticated client cannot make lariat hold bodies in memory.
@@ -20,8 +21,11 @@ use super::AppState;
 use crate::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {0:?} (server.body_read_timeout_s)")]
-struct SlowBody(Duration);
+#[error(
+    "the request body did not arrive in time ({0:?}, plus a second per {1} bytes received: \
+     server.body_read_timeout_s, server.body_min_rate_bytes_s)"
+)]
+struct SlowBody(Duration, u64);
 
 pub async fn bound_body(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let max = state.config.server.max_body_bytes;
@@ -39,17 +43,24 @@ pub async fn bound_body(State(state): State<Arc<AppState>>, request: Request, ne
     if request.body().is_end_stream() {
         return next.run(request).await;
     }
-    let timeout = state.config.server.connections.body_read_timeout;
-    let deadline = Instant::now() + timeout;
+    let limits = state.config.server.connections;
+    let started = Instant::now();
+    // Grace, plus the time what has arrived would take at the minimum rate.
+    let deadline = move |received: u64| {
+        started + limits.body_read_timeout + Duration::from_secs_f64(received as f64 / limits.body_min_rate as f64)
+    };
     let (parts, body) = request.into_parts();
     let chunks = body.into_data_stream();
-    let timed = futures::stream::unfold(Some(chunks), move |chunks| async move {
-        let mut chunks = chunks?;
-        match tokio::time::timeout_at(deadline, chunks.next()).await {
-            Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(chunks))),
+    let timed = futures::stream::unfold(Some((chunks, 0u64)), move |state| async move {
+        let (mut chunks, received) = state?;
+        match tokio::time::timeout_at(deadline(received), chunks.next()).await {
+            Ok(Some(Ok(bytes))) => {
+                let received = received + bytes.len() as u64;
+                Some((Ok(bytes), Some((chunks, received))))
+            }
             Ok(Some(Err(e))) => Some((Err(axum::BoxError::from(e)), None)),
             Ok(None) => None,
-            Err(_) => Some((Err(axum::BoxError::from(SlowBody(timeout))), None)),
+            Err(_) => Some((Err(axum::BoxError::from(SlowBody(limits.body_read_timeout, limits.body_min_rate))), None)),
         }
     });
     next.run(Request::from_parts(parts, Body::from_stream(timed))).await

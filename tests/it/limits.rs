@@ -151,7 +151,7 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_sent() {
 #[tokio::test]
 async fn a_slow_body_is_cut_at_the_body_timeout() {
     let mock = MockUpstream::start().await;
-    let lariat = start("body_read_timeout_s = 0.5\n", &mock).await;
+    let lariat = start("body_read_timeout_s = 0.5\nbody_min_rate_bytes_s = 100\n", &mock).await;
     let mut stream = TcpStream::connect(&lariat.addr).await.unwrap();
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: lariat\r\nAuthorization: Bearer {ALICE}\r\n\
@@ -162,7 +162,7 @@ async fn a_slow_body_is_cut_at_the_body_timeout() {
     let (response, _) = read_to_close(&mut stream, Duration::from_secs(3)).await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     let error = json_body(&response);
-    assert!(error["error"]["message"].as_str().unwrap().contains("did not arrive within"), "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("did not arrive in time"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
@@ -290,4 +290,39 @@ async fn out_of_descriptors_idle_connections_make_room() {
     let health = health.expect("/health did not answer within 5 s").unwrap();
     assert_eq!(health.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(3), "/health took {:?}", started.elapsed());
+}
+
+/// A body trickling in at its minimum rate is read to the end (the deadline grows
+/// with what arrived), and HTTP/2 (prior knowledge) is served by the same loop.
+#[tokio::test]
+async fn a_body_arriving_at_the_minimum_rate_is_accepted_and_h2_is_served() {
+    let mock = MockUpstream::start().await;
+    mock.always(Reply::text("fine"));
+    let lariat = start("body_read_timeout_s = 0.3\nbody_min_rate_bytes_s = 100\n", &mock).await;
+    let body = serde_json::to_string(&request("assistant", false)).unwrap();
+    let mut stream = TcpStream::connect(&lariat.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: lariat\r\nAuthorization: Bearer {ALICE}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 20-byte pieces every 150 ms: 133 bytes/s, longer in total than the 0.3 s grace.
+    for piece in body.as_bytes().chunks(20) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let (response, _) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let response = h2
+        .post(format!("http://{}/v1/chat/completions", lariat.addr))
+        .bearer_auth(ALICE)
+        .json(&request("assistant", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
 }
