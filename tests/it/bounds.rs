@@ -67,3 +67,44 @@ async fn an_oversized_upstream_answer_is_refused() {
     let ok: Value = lariat.chat(request("assistant", false)).await.json().await.unwrap();
     assert_eq!(ok["choices"][0]["message"]["content"], "small enough");
 }
+
+/// Established connections to `port` on loopback, as the kernel lists them.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local) && fields[3] == "01"
+        })
+        .count()
+}
+
+/// After a burst, the upstream pool keeps at most `pool_max_idle_per_host` idle
+/// connections, and none after `pool_idle_timeout_s` (2,000 used to linger for
+/// minutes).
+#[tokio::test]
+async fn the_upstream_pool_lets_a_burst_go() {
+    let mock = MockUpstream::start().await;
+    mock.always(Reply::Delayed(std::time::Duration::from_millis(100), Box::new(Reply::text("ok"))));
+    let port: u16 = mock.url.trim_end_matches("/v1").rsplit(':').next().unwrap().parse().unwrap();
+    let config = config(&mock, "").replace(
+        "[upstream]\nretries = 0",
+        "[upstream]\nretries = 0\npool_max_idle_per_host = 4\npool_idle_timeout_s = 0.5",
+    );
+    let lariat = Lariat::start(&config).await;
+    let burst = (0..60).map(|_| lariat.chat(request("assistant", false)));
+    let statuses: Vec<u16> = futures::future::join_all(burst).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    if std::fs::metadata("/proc/net/tcp").is_err() {
+        eprintln!("SKIPPED: no /proc/net/tcp to count connections");
+        return;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let after_burst = established_to(port);
+    assert!(after_burst <= 4, "{after_burst} upstream connections kept after the burst");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(established_to(port), 0, "idle upstream connections outlived pool_idle_timeout_s");
+}
