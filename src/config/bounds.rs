@@ -2,6 +2,7 @@
 //! the upstream policy and its byte caps, and the store's size limits.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -9,6 +10,7 @@ use secrecy::SecretString;
 use super::raw;
 use super::validate::Checker;
 use super::*;
+use crate::redact::Redactor;
 
 const DEFAULT_STORE_CAPACITY: u64 = 100_000;
 
@@ -107,19 +109,24 @@ pub(super) fn upstream_policy(c: &mut Checker, u: &raw::RawUpstream) -> Upstream
     policy
 }
 
-/// What every provider's connections share: `upstream.max_response_bytes` and the pool.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Transport {
+/// What every provider gets from `[upstream]` and the config as a whole: its
+/// default retries, the answer size cap, the pool, the redactor.
+#[derive(Debug, Clone)]
+pub(super) struct ProviderDefaults {
+    pub retries: u32,
     pub max_response_bytes: usize,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    pub redactor: Arc<Redactor>,
 }
 
-pub(super) fn transport(c: &mut Checker, u: &raw::RawUpstream) -> Transport {
+pub(super) fn provider_defaults(c: &mut Checker, u: &raw::RawUpstream, redactor: Arc<Redactor>) -> ProviderDefaults {
     if u.max_response_bytes < 1024 {
         c.err("upstream.max_response_bytes", "must be at least 1024");
     }
-    Transport {
+    ProviderDefaults {
+        retries: u.retries,
+        redactor,
         max_response_bytes: usize::try_from(u.max_response_bytes).unwrap_or(usize::MAX),
         pool_idle_timeout: c.duration("upstream.pool_idle_timeout_s", Some(u.pool_idle_timeout_s), 30.0),
         pool_max_idle_per_host: u.pool_max_idle_per_host,

@@ -116,17 +116,11 @@ pub fn validate(
     let redactor = Arc::new(secrets::redactor(&raw, &passthrough));
     let server = bounds::server(&mut c, raw.server, raw.keys.is_empty());
     let upstream = bounds::upstream_policy(&mut c, &raw.upstream);
-    let (retries, transport) = (raw.upstream.retries, bounds::transport(&mut c, &raw.upstream));
+    let defaults = bounds::provider_defaults(&mut c, &raw.upstream, redactor.clone());
     let providers: BTreeMap<_, _> = raw
         .providers
         .into_iter()
-        .map(|(name, p)| {
-            let mut provider = provider(&mut c, name.clone(), p, retries, redactor.clone());
-            provider.max_response_bytes = transport.max_response_bytes;
-            provider.pool_idle_timeout = transport.pool_idle_timeout;
-            provider.pool_max_idle_per_host = transport.pool_max_idle_per_host;
-            (name, Arc::new(provider))
-        })
+        .map(|(name, p)| (name.clone(), Arc::new(provider(&mut c, name, p, &defaults))))
         .collect();
     let compaction = compaction(&mut c, &providers, raw.compaction);
     let base_env = secrets::base_environment(env);
@@ -203,7 +197,7 @@ fn summarize(
     Some(Summarize { target: target?, max_tokens, timeout })
 }
 
-fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32, redactor: Arc<Redactor>) -> Provider {
+fn provider(c: &mut Checker, name: String, p: raw::RawProvider, defaults: &bounds::ProviderDefaults) -> Provider {
     let key = format!("providers.{name}");
     if name.contains('/') || name.is_empty() {
         c.err(&key, "provider names may not be empty or contain `/`");
@@ -220,12 +214,12 @@ fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32, re
         chat_url: format!("{base}/chat/completions"),
         api_key,
         timeouts,
-        retries: p.retries.unwrap_or(retries),
+        retries: p.retries.unwrap_or(defaults.retries),
         headers: c.headers(&format!("{key}.headers"), p.headers),
-        max_response_bytes: usize::MAX,
-        pool_idle_timeout: Duration::from_secs(30),
-        pool_max_idle_per_host: usize::MAX,
-        redactor,
+        max_response_bytes: defaults.max_response_bytes,
+        pool_idle_timeout: defaults.pool_idle_timeout,
+        pool_max_idle_per_host: defaults.pool_max_idle_per_host,
+        redactor: defaults.redactor.clone(),
         name,
     }
 }
