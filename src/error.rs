@@ -174,6 +174,8 @@ impl From<agent::Error> for ApiError {
         match error {
             agent::Error::BadRequest { message, param } => Self::BadRequest { message, param: Some(param.into()) },
             agent::Error::Upstream(error) => error.into(),
+            // A full store is no outage: its message says so, and that nothing ran.
+            agent::Error::Store(crate::store::StoreError::Full(message)) => Self::Unavailable(message),
             agent::Error::Store(error) => Self::StoreUnavailable(error),
             agent::Error::Internal(message) => Self::Internal(message),
         }

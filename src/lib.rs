@@ -17,6 +17,7 @@ pub mod upstream;
 pub mod clock;
 pub mod error;
 pub mod globs;
+pub mod redact;
 pub mod store;
 pub mod telemetry;
 pub mod text;

@@ -178,7 +178,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
             tracing::warn!(listen = %config.server.listen, "no [[keys]] configured: serving WITHOUT authentication, on loopback only");
         }
         tracing::info!(listen = %listener.local_addr()?, models = config.models.len(), version = env!("CARGO_PKG_VERSION"), "lariat listening");
-        let deadline = config.server.shutdown_timeout;
-        server::serve(server::router(state), listener, deadline, server::shutdown_signal()).await.context("serving")
+        let limits = config.server.connections;
+        server::serve_with(server::router(state), listener, limits, server::shutdown_signal()).await.context("serving")
     })
 }

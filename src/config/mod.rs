@@ -3,9 +3,11 @@
 
 mod access;
 pub(crate) mod answer;
+mod bounds;
 mod expand;
 mod identity;
 mod raw;
+mod secrets;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::globs::Globs;
+use crate::redact::Redactor;
 
 pub use access::{Access, key_digest};
 pub use raw::{AnswerFallback, AnswerWhen, Progress, ProviderKind, StoreKind};
@@ -32,10 +35,13 @@ pub struct Config {
     pub tools: Tools,
     pub confirm: Confirm,
     pub store: Store,
+    pub store_limits: StoreLimits,
     pub keys: Vec<Key>,
     pub upstream: UpstreamPolicy,
     pub compaction: Compaction,
     pub users: BTreeMap<String, UserOverride>,
+    /// Blanks every configured secret out of what leaves lariat or enters a log.
+    pub redactor: Arc<Redactor>,
 }
 
 /// How upstream calls are kept inside their targets' context budgets.
@@ -91,6 +97,44 @@ pub struct Server {
     pub keepalive: Duration,
     pub max_event_bytes: usize,
     pub hide_forbidden_models: bool,
+    pub connections: ConnectionLimits,
+}
+
+/// What one client connection may hold of the server: time to send a request, time
+/// idle between requests, and how many connections there may be at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// From a request's first byte (or a new connection's acceptance) to its last header.
+    pub header_read_timeout: Duration,
+    /// From a request's headers to the last byte of its body, extended by the time
+    /// the bytes received would take at `body_min_rate` (bytes per second), so a big
+    /// body on a slow link arrives and a trickle is cut.
+    pub body_read_timeout: Duration,
+    pub body_min_rate: u64,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Larger declared or sent bodies get 413.
+    pub max_body_bytes: usize,
+    /// After SIGTERM/SIGINT, how long in-flight requests may finish.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            body_min_rate: 16 * 1024,
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// An upstream OpenAI-compatible endpoint.
@@ -104,6 +148,15 @@ pub struct Provider {
     pub headers: Vec<(String, SecretString)>,
     pub timeouts: Timeouts,
     pub retries: u32,
+    /// Largest non-streaming answer read (`upstream.max_response_bytes`).
+    pub max_response_bytes: usize,
+    /// The connection pool (`upstream.pool_*`): how long an idle connection is kept,
+    /// and how many idle ones per host.
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// The config's redactor: what this provider sends back is cleaned of every
+    /// configured secret, not only its own.
+    pub redactor: Arc<Redactor>,
 }
 
 /// What a client names in `model`: a chain of upstream targets plus loop settings.
@@ -168,6 +221,8 @@ pub struct Tools {
     pub fetch_url: Option<BuiltinFetchUrl>,
     pub timeout: Duration,
     pub max_output_bytes: usize,
+    /// Tool results and MCP stderr are cleaned of configured secrets with this.
+    pub redactor: Arc<Redactor>,
 }
 
 #[derive(Debug)]
@@ -181,8 +236,17 @@ pub struct McpServer {
 
 #[derive(Debug, Clone)]
 pub enum McpTransport {
-    Stdio { command: String, args: Vec<String>, env: Vec<(String, SecretString)> },
-    Http { url: String, headers: Vec<(String, SecretString)> },
+    /// `env` is the child's whole environment: a minimal set taken from lariat's
+    /// (`PATH`, `HOME`, ...), then `env_passthrough`, then the configured `env`.
+    Stdio {
+        command: String,
+        args: Vec<String>,
+        env: Vec<(String, SecretString)>,
+    },
+    Http {
+        url: String,
+        headers: Vec<(String, SecretString)>,
+    },
 }
 
 #[derive(Debug)]
@@ -222,6 +286,20 @@ pub struct Confirm {
 pub enum Store {
     Memory { capacity: u64 },
     Redis { url: SecretString, prefix: String },
+}
+
+/// Byte bounds of the store: a full store refuses, it never drops a waiting entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    pub max_entry_bytes: usize,
+    /// Memory only (Redis has its own `maxmemory`).
+    pub max_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self { max_entry_bytes: 32 * 1024 * 1024, max_bytes: 512 * 1024 * 1024 }
+    }
 }
 
 /// A client key: who the caller is and what they may do.
@@ -315,7 +393,7 @@ impl Config {
         let Some(raw) = deserialize_reporting_unknown_keys(table, &mut errors) else {
             return Err(errors);
         };
-        match validate::validate(path, raw) {
+        match validate::validate(path, raw, env) {
             Ok(config) if errors.is_empty() => Ok(config),
             Ok(_) => Err(errors),
             Err(more) => {

@@ -99,6 +99,12 @@ pub struct RawUpstream {
     /// Consecutive failed calls after which a target cools down.
     pub cooldown_after: u32,
     pub cooldown_s: f64,
+    /// Largest non-streaming upstream answer read.
+    pub max_response_bytes: u64,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle_timeout_s: f64,
+    /// Idle pooled connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
 }
 
 impl Default for RawUpstream {
@@ -110,6 +116,9 @@ impl Default for RawUpstream {
             retry_after_max_s: 30.0,
             cooldown_after: 3,
             cooldown_s: 30.0,
+            max_response_bytes: 32 * 1024 * 1024,
+            pool_idle_timeout_s: 30.0,
+            pool_max_idle_per_host: 64,
         }
     }
 }
@@ -138,6 +147,19 @@ pub struct RawServer {
     pub max_event_bytes: u64,
     /// Answer 404 instead of 403 when a key asks for a model it may not use.
     pub hide_forbidden_models: bool,
+    /// A request's headers must be complete this long after its first byte (and a
+    /// new connection must send them this long after it was accepted).
+    pub header_read_timeout_s: f64,
+    /// A request's body must be complete this long after its headers, plus the time
+    /// what has arrived would take at `body_min_rate_bytes_s`.
+    pub body_read_timeout_s: f64,
+    pub body_min_rate_bytes_s: u64,
+    /// A keep-alive connection waiting for its next request is closed after this.
+    pub idle_timeout_s: f64,
+    /// Open client connections at most; see `server::limits` for what happens beyond.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
 }
 
 impl Default for RawServer {
@@ -150,6 +172,12 @@ impl Default for RawServer {
             keepalive_s: 10.0,
             max_event_bytes: 4 * 1024 * 1024,
             hide_forbidden_models: false,
+            header_read_timeout_s: 10.0,
+            body_read_timeout_s: 60.0,
+            body_min_rate_bytes_s: 16 * 1024,
+            idle_timeout_s: 75.0,
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -308,6 +336,9 @@ pub struct RawMcp {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Variables of lariat's own environment handed to a stdio server as they are.
+    #[serde(default)]
+    pub env_passthrough: Vec<String>,
     pub url: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -395,6 +426,10 @@ pub struct RawStore {
     pub url: Option<String>,
     pub prefix: Option<String>,
     pub capacity: Option<u64>,
+    /// Largest single entry (a checkpoint holds a whole conversation).
+    pub max_entry_bytes: Option<u64>,
+    /// Memory only: the most bytes all entries may take together.
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

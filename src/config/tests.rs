@@ -1,5 +1,7 @@
 use std::path::Path;
 
+use secrecy::ExposeSecret;
+
 use super::*;
 
 const BASE: &str = r#"
@@ -142,4 +144,63 @@ fn summaries_are_off_by_default_and_take_a_chain_entry() {
     let found = errors(&format!("{BASE}\n{bad}\n"));
     let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["compaction.summary_max_tokens", "compaction.summary_timeout_s"], "{found:?}");
+}
+
+#[test]
+fn hardening_limits_have_defaults_and_are_configurable() {
+    let c = load(BASE).unwrap();
+    assert_eq!(c.server.connections, ConnectionLimits::default());
+    assert_eq!(c.store_limits, StoreLimits::default());
+    assert_eq!(c.providers["openai"].max_response_bytes, 32 * 1024 * 1024);
+    let text = format!(
+        "{BASE}\n[server]\nheader_read_timeout_s = 2.5\nbody_read_timeout_s = 5\nbody_min_rate_bytes_s = 1000\nidle_timeout_s = 30\n\
+         max_connections = 100\nmax_header_bytes = 16384\n[upstream]\nmax_response_bytes = 2048\n\
+         pool_idle_timeout_s = 5\npool_max_idle_per_host = 4\n[store]\nmax_entry_bytes = 4096\nmax_bytes = 8192\n"
+    );
+    let c = load(&text).unwrap();
+    let l = c.server.connections;
+    assert_eq!(l.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!((l.body_read_timeout, l.idle_timeout), (Duration::from_secs(5), Duration::from_secs(30)));
+    assert_eq!((l.max_connections, l.max_header_bytes, l.body_min_rate), (100, 16384, 1000));
+    let openai = &c.providers["openai"];
+    assert_eq!(openai.max_response_bytes, 2048);
+    assert_eq!((openai.pool_idle_timeout, openai.pool_max_idle_per_host), (Duration::from_secs(5), 4));
+    assert_eq!(c.store_limits, StoreLimits { max_entry_bytes: 4096, max_bytes: 8192 });
+    let bad = errors(&format!(
+        "{BASE}\n[server]\nmax_connections = 0\nmax_header_bytes = 100\nheader_read_timeout_s = 0\n\
+         [store]\nmax_entry_bytes = 4096\nmax_bytes = 1024\n"
+    ));
+    for key in ["server.max_connections", "server.max_header_bytes", "server.header_read_timeout_s", "store.max_bytes"]
+    {
+        assert!(bad.iter().any(|(k, _)| k == key), "no error for {key}: {bad:?}");
+    }
+}
+
+#[test]
+fn stdio_servers_get_a_minimal_environment_plus_what_is_passed() {
+    let vars = |name: &str| match name {
+        "PATH" => Some("/usr/bin".to_owned()),
+        "HOME" => Some("/home/lariat".to_owned()),
+        "OPENAI_API_KEY" => Some("sk-live-secret".to_owned()),
+        "GITHUB_TOKEN" => Some("ghp-passed-through".to_owned()),
+        _ => None,
+    };
+    let text = format!(
+        "{BASE}\n[tools.mcp.gh]\ncommand = \"gh-mcp\"\nenv = {{ MODE = \"readonly\", HOME = \"/srv/gh\" }}\n\
+         env_passthrough = [\"GITHUB_TOKEN\", \"NOT_SET\"]\n"
+    );
+    let c = Config::from_toml(Path::new("t.toml"), &text, &vars).unwrap();
+    let McpTransport::Stdio { env, .. } = &c.tools.mcp[0].transport else { panic!("stdio expected") };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect();
+    assert_eq!(
+        env,
+        [("GITHUB_TOKEN", "ghp-passed-through"), ("HOME", "/srv/gh"), ("MODE", "readonly"), ("PATH", "/usr/bin")],
+        "the configured env wins over the base; lariat's keys are not inherited"
+    );
+    // Every secret is redacted, passed-through ones included; short values are not.
+    let r = &c.redactor;
+    assert_eq!(r.redact("sk-live-secret org-1 ghp-passed-through readonly"), "[redacted] org-1 [redacted] [redacted]");
+    let bad =
+        errors(&format!("{BASE}\n[tools.mcp.web]\nurl = \"http://127.0.0.1:1/mcp\"\nenv_passthrough = [\"X\"]\n"));
+    assert!(bad.iter().any(|(k, r)| k == "tools.mcp.web.env_passthrough" && r.contains("stdio")), "{bad:?}");
 }

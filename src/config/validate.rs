@@ -1,7 +1,6 @@
 //! Raw config → domain types. Collects every problem instead of stopping at the first.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +8,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::raw::{self, ProviderKind, RawConfig};
-use super::*;
+use super::{bounds, secrets, *};
 use crate::config::{Access, key_digest};
 use crate::globs::Globs;
+use crate::redact::Redactor;
 
 const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     connect: Duration::from_secs(10),
@@ -22,14 +22,13 @@ const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
 const DEFAULT_TOOL_TIMEOUT_S: f64 = 30.0;
 const DEFAULT_TOOL_OUTPUT_BYTES: u64 = 64 * 1024;
 const DEFAULT_FETCH_BYTES: u64 = 512 * 1024;
-const DEFAULT_STORE_CAPACITY: u64 = 100_000;
 const DEFAULT_YES: &[&str] =
     &["yes", "y", "ok", "okay", "confirm", "confirmed", "approve", "approved", "go ahead", "do it", "sure", "proceed"];
 const DEFAULT_NO: &[&str] = &["no", "n", "cancel", "deny", "denied", "stop", "abort", "don't", "do not"];
 
 /// Accumulates errors while validating; each check reports and carries on.
 pub(super) struct Checker {
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Checker {
@@ -37,7 +36,7 @@ impl Checker {
         self.errors.push(ConfigError::new(key, reason));
     }
 
-    fn duration(&mut self, key: &str, seconds: Option<f64>, default: f64) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, seconds: Option<f64>, default: f64) -> Duration {
         let s = seconds.unwrap_or(default);
         if s.is_finite() && s > 0.0 && s <= 86_400.0 {
             Duration::from_secs_f64(s)
@@ -105,18 +104,27 @@ impl Checker {
     }
 }
 
-pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+pub fn validate(
+    path: &Path,
+    mut raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigError>> {
     let mut c = Checker { errors: Vec::new() };
-    let server = server(&mut c, raw.server, raw.keys.is_empty());
-    let upstream = upstream_policy(&mut c, &raw.upstream);
-    let retries = raw.upstream.retries;
+    // Every secret is known before anything is built from the config, so each part
+    // gets the same redactor.
+    let passthrough = secrets::resolve_passthrough(&mut c, &mut raw.tools, env);
+    let redactor = Arc::new(secrets::redactor(&raw, &passthrough));
+    let server = bounds::server(&mut c, raw.server, raw.keys.is_empty());
+    let upstream = bounds::upstream_policy(&mut c, &raw.upstream);
+    let defaults = bounds::provider_defaults(&mut c, &raw.upstream, redactor.clone());
     let providers: BTreeMap<_, _> = raw
         .providers
         .into_iter()
-        .map(|(name, p)| (name.clone(), Arc::new(provider(&mut c, name, p, retries))))
+        .map(|(name, p)| (name.clone(), Arc::new(provider(&mut c, name, p, &defaults))))
         .collect();
     let compaction = compaction(&mut c, &providers, raw.compaction);
-    let tools = tools(&mut c, raw.tools);
+    let base_env = secrets::base_environment(env);
+    let tools = tools(&mut c, raw.tools, &base_env, passthrough, redactor.clone());
     let mut answers = Vec::new();
     let mut models: BTreeMap<_, _> = raw
         .models
@@ -136,7 +144,7 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
         yes_words: words(raw.confirm.yes_words, DEFAULT_YES),
         no_words: words(raw.confirm.no_words, DEFAULT_NO),
     };
-    let store = store(&mut c, raw.store);
+    let (store, store_limits) = bounds::store(&mut c, raw.store);
     if models.is_empty() {
         c.err("models", "no virtual models are defined; add a [models.<name>] section with a chain");
     }
@@ -149,68 +157,16 @@ pub fn validate(path: &Path, raw: RawConfig) -> Result<Config, Vec<ConfigError>>
             tools,
             confirm,
             store,
+            store_limits,
             keys,
             upstream,
             compaction,
             users,
+            redactor,
         })
     } else {
         Err(c.errors)
     }
-}
-
-fn server(c: &mut Checker, s: raw::RawServer, no_keys: bool) -> Server {
-    let listen = s.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
-        c.err("server.listen", format!("`{}` is not an address like 127.0.0.1:8080: {e}", s.listen));
-        SocketAddr::from(([127, 0, 0, 1], 8080))
-    });
-    if no_keys && !listen.ip().is_loopback() {
-        c.err(
-            "server.listen",
-            format!(
-                "{listen} is not a loopback address and no [[keys]] are configured; \
-                 without keys lariat serves only on loopback (add [[keys]] or listen on 127.0.0.1)"
-            ),
-        );
-    }
-    if s.max_rounds == 0 {
-        c.err("server.max_rounds", "must be at least 1");
-    }
-    if s.max_body_bytes < 1024 {
-        c.err("server.max_body_bytes", "must be at least 1024");
-    }
-    if s.max_event_bytes < 1024 {
-        c.err("server.max_event_bytes", "must be at least 1024");
-    }
-    Server {
-        listen,
-        max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
-        max_rounds: s.max_rounds.max(1),
-        shutdown_timeout: c.duration("server.shutdown_timeout_s", Some(s.shutdown_timeout_s), 30.0),
-        keepalive: c.duration("server.keepalive_s", Some(s.keepalive_s), 10.0),
-        max_event_bytes: usize::try_from(s.max_event_bytes).unwrap_or(usize::MAX),
-        hide_forbidden_models: s.hide_forbidden_models,
-    }
-}
-
-fn upstream_policy(c: &mut Checker, u: &raw::RawUpstream) -> UpstreamPolicy {
-    if u.retries > 10 {
-        c.err("upstream.retries", "at most 10");
-    }
-    if u.cooldown_after == 0 {
-        c.err("upstream.cooldown_after", "must be at least 1");
-    }
-    let policy = UpstreamPolicy {
-        backoff_base: c.duration("upstream.backoff_base_s", Some(u.backoff_base_s), 0.25),
-        backoff_max: c.duration("upstream.backoff_max_s", Some(u.backoff_max_s), 8.0),
-        retry_after_max: c.duration("upstream.retry_after_max_s", Some(u.retry_after_max_s), 30.0),
-        cooldown_after: u.cooldown_after.max(1),
-        cooldown: c.duration("upstream.cooldown_s", Some(u.cooldown_s), 30.0),
-    };
-    if policy.backoff_max < policy.backoff_base {
-        c.err("upstream.backoff_max_s", "must not be smaller than backoff_base_s");
-    }
-    policy
 }
 
 fn compaction(c: &mut Checker, providers: &BTreeMap<String, Arc<Provider>>, raw: raw::RawCompaction) -> Compaction {
@@ -249,7 +205,7 @@ fn summarize(
     Some(Summarize { target: target?, max_tokens, timeout })
 }
 
-fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32) -> Provider {
+fn provider(c: &mut Checker, name: String, p: raw::RawProvider, defaults: &bounds::ProviderDefaults) -> Provider {
     let key = format!("providers.{name}");
     if name.contains('/') || name.is_empty() {
         c.err(&key, "provider names may not be empty or contain `/`");
@@ -266,8 +222,12 @@ fn provider(c: &mut Checker, name: String, p: raw::RawProvider, retries: u32) ->
         chat_url: format!("{base}/chat/completions"),
         api_key,
         timeouts,
-        retries: p.retries.unwrap_or(retries),
+        retries: p.retries.unwrap_or(defaults.retries),
         headers: c.headers(&format!("{key}.headers"), p.headers),
+        max_response_bytes: defaults.max_response_bytes,
+        pool_idle_timeout: defaults.pool_idle_timeout,
+        pool_max_idle_per_host: defaults.pool_max_idle_per_host,
+        redactor: defaults.redactor.clone(),
         name,
     }
 }
@@ -364,7 +324,13 @@ pub(super) fn chain_entry(
     })
 }
 
-fn tools(c: &mut Checker, t: raw::RawTools) -> Tools {
+fn tools(
+    c: &mut Checker,
+    t: raw::RawTools,
+    base_env: &[(String, String)],
+    mut passthrough: BTreeMap<String, Vec<(String, String)>>,
+    redactor: Arc<Redactor>,
+) -> Tools {
     let timeout = c.duration("tools.timeout_s", t.timeout_s, DEFAULT_TOOL_TIMEOUT_S);
     let mut names = HashSet::new();
     let mut check_name = |c: &mut Checker, key: &str, name: &str| {
@@ -383,7 +349,8 @@ fn tools(c: &mut Checker, t: raw::RawTools) -> Tools {
             check_name(c, &key, &name);
             let transport = match (m.command, m.url) {
                 (Some(command), None) => {
-                    let env = m.env.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect();
+                    let inherited = passthrough.remove(&name).unwrap_or_default();
+                    let env = secrets::stdio_environment(base_env, inherited, m.env);
                     McpTransport::Stdio { command, args: m.args, env }
                 }
                 (None, Some(url)) => {
@@ -464,6 +431,7 @@ fn tools(c: &mut Checker, t: raw::RawTools) -> Tools {
         timeout,
         max_output_bytes: usize::try_from(t.max_output_bytes.unwrap_or(DEFAULT_TOOL_OUTPUT_BYTES))
             .unwrap_or(usize::MAX),
+        redactor,
     }
 }
 
@@ -519,24 +487,6 @@ fn keys(c: &mut Checker, raw: Vec<raw::RawKey>, models: &BTreeMap<String, Arc<Vi
             })
         })
         .collect()
-}
-
-fn store(c: &mut Checker, s: raw::RawStore) -> Store {
-    match s.kind {
-        raw::StoreKind::Memory => {
-            if s.url.is_some() {
-                c.err("store.url", "only used with kind = \"redis\"");
-            }
-            Store::Memory { capacity: s.capacity.unwrap_or(DEFAULT_STORE_CAPACITY) }
-        }
-        raw::StoreKind::Redis => {
-            let url = s.url.unwrap_or_default();
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                c.err("store.url", "kind = \"redis\" needs url = \"redis://host:port\"");
-            }
-            Store::Redis { url: SecretString::from(url), prefix: s.prefix.unwrap_or_else(|| "lariat:".into()) }
-        }
-    }
 }
 
 fn words(configured: Option<Vec<String>>, default: &[&str]) -> Vec<String> {

@@ -5,11 +5,13 @@ mod auth;
 mod chat;
 mod extract;
 mod handlers;
+mod limits;
+mod listen;
 mod progress;
+mod socket;
 mod sse;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,7 +20,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use http::{HeaderName, StatusCode};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -31,7 +32,7 @@ use tracing::Level;
 use crate::agent::{Agent, Settings};
 use crate::auth::Keys;
 use crate::compact::Tokenizer;
-use crate::config::Config;
+use crate::config::{Config, ConnectionLimits};
 use crate::error::ApiError;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -68,7 +69,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let upstream = Arc::new(Upstream::new(&config, metrics.clone())?);
         let tools = Registry::new(&config.tools).map_err(|e| StartError::Tools(e.to_string()))?;
-        let store = Store::from_config(&config.store)?;
+        let store = Store::from_config(&config.store)?.with_limits(config.store_limits);
         let settings = Settings::from_config(&config);
         // Through Redis, replicas share summaries; in memory, the summariser's own cache is enough.
         let shared = matches!(store, Store::Redis(_)).then(|| store.clone());
@@ -134,6 +135,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::bound_body))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(
             ServiceBuilder::new()
@@ -188,40 +190,26 @@ impl IntoResponse for ApiError {
 }
 
 /// Serves `app` until `shutdown` resolves, then lets in-flight requests finish for at
-/// most `deadline` before returning.
+/// most `deadline` before returning; connection limits at their defaults.
 pub async fn serve(
     app: Router,
     listener: TcpListener,
     deadline: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stop_tx, mut stop_wait) = tokio::sync::watch::channel(false);
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    // Small JSON answers and SSE events must leave at once, not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!(
-            deadline_s = deadline.as_secs_f64(),
-            "shutting down: no new connections, waiting for in-flight requests"
-        );
-        let _ = stop_tx.send(true);
-    });
-    let forced = async move {
-        let _ = stop_wait.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(deadline).await;
-    };
-    tokio::select! {
-        result = server.into_future() => result,
-        () = forced => {
-            tracing::warn!("shutdown deadline passed; dropping the remaining requests");
-            Ok(())
-        }
-    }
+    let limits = ConnectionLimits { shutdown_timeout: deadline, ..ConnectionLimits::default() };
+    listen::serve(app, listener, limits, shutdown).await
+}
+
+/// Serves `app` within `limits` (the config's `server.connections`) until `shutdown`
+/// resolves, then lets in-flight requests finish for `limits.shutdown_timeout`.
+pub async fn serve_with(
+    app: Router,
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listen::serve(app, listener, limits, shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

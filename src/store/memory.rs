@@ -1,20 +1,42 @@
-//! The embedded backend: one process's memory, bounded, a TTL per entry.
+//! The embedded backend: one process's memory, bounded in entries and in bytes, a
+//! TTL per entry.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use moka::Expiry;
 use moka::future::Cache;
 
+use super::StoreError;
+use crate::config::StoreLimits;
+
 /// An in-process store: bounded, with a TTL per entry. Values live only as long as
 /// the process and are invisible to other replicas; `redis` is the shared backend.
+///
+/// Entries are weighed by their size. A value that would break a bound is refused
+/// rather than making room: every entry is a conversation someone may still resume,
+/// and dropping one silently would turn their "yes" into "expired".
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
+    usage: Arc<Usage>,
+    capacity: u64,
+    limits: StoreLimits,
+}
+
+/// What the live entries hold. Reserved before an insert, released by moka's
+/// eviction listener whenever an entry goes (taken, replaced or expired), so the
+/// two never disagree for long.
+#[derive(Debug, Default)]
+struct Usage {
+    bytes: AtomicUsize,
+    entries: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
-    value: Vec<u8>,
+    value: Arc<Vec<u8>>,
     ttl: Duration,
     /// Validity is judged on tokio's clock (testable with paused time); moka's own
     /// expiry only frees the memory.
@@ -25,6 +47,11 @@ impl Entry {
     fn is_live(&self) -> bool {
         tokio::time::Instant::now() < self.deadline
     }
+}
+
+/// The bytes an entry is charged: its value and its key.
+fn weight(key: &str, value: &[u8]) -> usize {
+    key.len().saturating_add(value.len())
 }
 
 struct PerEntryTtl;
@@ -49,21 +76,91 @@ impl Expiry<String, Entry> for PerEntryTtl {
 
 impl MemoryStore {
     pub fn new(capacity: u64) -> Self {
-        Self { cache: Cache::builder().max_capacity(capacity).expire_after(PerEntryTtl).build() }
+        Self::with_limits(capacity, StoreLimits::default())
     }
 
-    pub(super) async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        let entry = Entry { value, ttl, deadline: tokio::time::Instant::now() + ttl };
+    /// The same store with other bounds (before any entry is stored).
+    pub(super) fn limited(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_limits(capacity: u64, limits: StoreLimits) -> Self {
+        let usage = Arc::new(Usage::default());
+        let released = usage.clone();
+        let cache = Cache::builder()
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |key: Arc<String>, entry: Entry, _cause| {
+                released.bytes.fetch_sub(weight(&key, &entry.value), Ordering::AcqRel);
+                released.entries.fetch_sub(1, Ordering::AcqRel);
+            })
+            .build();
+        Self { cache, usage, capacity, limits }
+    }
+
+    /// Collects expired entries now (moka does it lazily).
+    #[cfg(test)]
+    pub(super) async fn collect(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Bytes the live (and not yet collected) entries take.
+    pub fn bytes_used(&self) -> usize {
+        self.usage.bytes.load(Ordering::Acquire)
+    }
+
+    pub(super) async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        let size = weight(key, &value);
+        super::check_entry(size, self.limits)?;
+        // A replaced value is released when it goes, so it only counts as an entry once.
+        let replacing = self.cache.contains_key(key);
+        if !self.reserve(size, replacing) {
+            // Expired entries are collected lazily; collect them and look again.
+            self.cache.run_pending_tasks().await;
+            if !self.reserve(size, replacing) {
+                return Err(self.full(size));
+            }
+        }
+        let entry = Entry { value: Arc::new(value), ttl, deadline: tokio::time::Instant::now() + ttl };
         self.cache.insert(key.to_owned(), entry).await;
+        Ok(())
+    }
+
+    /// Charges one entry of `size` bytes if it fits both bounds.
+    fn reserve(&self, size: usize, replacing: bool) -> bool {
+        let bytes = self.usage.bytes.fetch_add(size, Ordering::AcqRel);
+        let entries = self.usage.entries.fetch_add(1, Ordering::AcqRel);
+        if bytes.saturating_add(size) > self.limits.max_bytes || (entries >= self.capacity && !replacing) {
+            self.usage.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.usage.entries.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn full(&self, size: usize) -> StoreError {
+        tracing::warn!(
+            bytes = size,
+            used_bytes = self.bytes_used(),
+            max_bytes = self.limits.max_bytes,
+            entries = self.usage.entries.load(Ordering::Acquire),
+            capacity = self.capacity,
+            "the memory store is full; refusing a new entry (raise store.max_bytes or store.capacity)"
+        );
+        StoreError::Full(
+            "lariat's store of paused conversations is full right now, so this request cannot wait for an answer; \
+             nothing was run. Try again later."
+                .into(),
+        )
     }
 
     pub(super) async fn take(&self, key: &str) -> Option<Vec<u8>> {
         // `remove` is atomic: of two concurrent takes, one gets the value.
         let entry = self.cache.remove(key).await?;
-        entry.is_live().then_some(entry.value)
+        entry.is_live().then(|| Arc::unwrap_or_clone(entry.value))
     }
 
     pub(super) async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.cache.get(key).await.filter(Entry::is_live).map(|entry| entry.value)
+        self.cache.get(key).await.filter(Entry::is_live).map(|entry| entry.value.as_ref().clone())
     }
 }

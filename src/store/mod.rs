@@ -7,6 +7,8 @@
 
 mod memory;
 mod redis;
+#[cfg(test)]
+mod tests_limits;
 
 use std::time::Duration;
 
@@ -25,6 +27,23 @@ pub enum StoreError {
     /// returns it, at start-up or in `lariat check`.
     #[error("the suspension store cannot be built: {0}")]
     Config(String),
+    /// The value would break the store's byte bounds (too large on its own, or no
+    /// room left). Nothing was stored and nothing was evicted to make room: the
+    /// message is a whole sentence a client may be shown.
+    #[error("{0}")]
+    Full(String),
+}
+
+/// Refuses a value larger than one entry may be.
+fn check_entry(size: usize, limits: config::StoreLimits) -> Result<(), StoreError> {
+    if size > limits.max_entry_bytes {
+        return Err(StoreError::Full(format!(
+            "this conversation is too large to pause ({} bytes; the store takes at most {} bytes per entry, \
+             `store.max_entry_bytes`), so nothing was run",
+            size, limits.max_entry_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// The configured backend. A closed enum rather than a trait object: the set of
@@ -55,6 +74,14 @@ impl Store {
         }
     }
 
+    /// The same backend, bounded by `limits` (the defaults apply until this is called).
+    pub fn with_limits(self, limits: config::StoreLimits) -> Self {
+        match self {
+            Self::Memory(m) => Self::Memory(m.limited(limits)),
+            Self::Redis(r) => Self::Redis(r.with_limits(limits)),
+        }
+    }
+
     /// The backend's name as configured (`kind = "..."`).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -71,13 +98,11 @@ impl Store {
         }
     }
 
-    /// Stores `value` under `key` for `ttl`, replacing any previous value.
+    /// Stores `value` under `key` for `ttl`, replacing any previous value. A value
+    /// over the store's bounds is refused (`Full`); nothing else is evicted for it.
     pub async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
         match self {
-            Self::Memory(m) => {
-                m.put(key, value, ttl).await;
-                Ok(())
-            }
+            Self::Memory(m) => m.put(key, value, ttl).await,
             Self::Redis(r) => r.put(key, value, ttl).await,
         }
     }

@@ -24,6 +24,8 @@ const MAX_TTL_MS: u64 = i64::MAX as u64 / 2;
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
+    /// Only the per-entry bound applies: Redis bounds its total with `maxmemory`.
+    limits: crate::config::StoreLimits,
 }
 
 struct Inner {
@@ -63,7 +65,12 @@ impl RedisStore {
         secrets.extend(info.redis_settings().password().map(SecretString::from));
         let address = info.addr().to_string();
         let inner = Inner { client, prefix: prefix.to_owned(), address, secrets, manager: Mutex::new(None) };
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(inner), limits: crate::config::StoreLimits::default() })
+    }
+
+    pub fn with_limits(mut self, limits: crate::config::StoreLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// host:port of the server, for diagnostics.
@@ -72,6 +79,7 @@ impl RedisStore {
     }
 
     pub(super) async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        super::check_entry(value.len(), self.limits)?;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(MAX_TTL_MS).clamp(1, MAX_TTL_MS);
         let mut cmd = ::redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value).arg("PX").arg(ttl_ms);

@@ -84,6 +84,9 @@ impl Fetcher {
             .connect_timeout(config.timeout)
             .user_agent(concat!("lariat/", env!("CARGO_PKG_VERSION"), " (fetch_url)"))
             .dns_resolver(Arc::new(Resolver { policy: policy.clone() }))
+            // A proxy from the environment would resolve the name itself, and the
+            // resolver above would never see it.
+            .no_proxy()
             // Redirects to IP literals bypass the resolver, so each hop is checked here.
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
@@ -115,7 +118,12 @@ impl Fetcher {
             response.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let (body, truncated) = read_capped(response, self.max_bytes).await?;
         let text = if content_type.contains("html") {
-            html_to_text(&String::from_utf8_lossy(&body))
+            // Linear, but half a megabyte of markup is still CPU work: off the
+            // async workers, so it cannot stall other requests.
+            let page = String::from_utf8_lossy(&body).into_owned();
+            tokio::task::spawn_blocking(move || super::html::to_text(&page))
+                .await
+                .map_err(|e| ToolError::Failed(format!("reducing the page to text failed: {e}")))?
         } else if content_type.is_empty()
             || content_type.starts_with("text/")
             || content_type.contains("json")
@@ -170,11 +178,14 @@ impl reqwest::dns::Resolve for Resolver {
 }
 
 /// Publicly routable: not loopback, private, link-local, CGNAT, unique-local,
-/// multicast, documentation or unspecified (IPv4-mapped IPv6 judged as IPv4).
+/// multicast, documentation, reserved or unspecified. An IPv6 address that embeds
+/// an IPv4 one (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`) is
+/// judged by the IPv4 it leads to: a gateway on the way would deliver it there.
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             !(v4.is_loopback()
                 || v4.is_private()
                 || v4.is_link_local()
@@ -183,22 +194,55 @@ fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
                 || (a == 198 && (b == 18 || b == 19)))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+            if let Some(embedded) = embedded_ipv4(v6) {
+                return embedded.iter().all(|v4| is_public(IpAddr::V4(*v4)));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]))
         }
     }
+}
+
+/// The IPv4 addresses an IPv6 address leads to, if it embeds any.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<Vec<std::net::Ipv4Addr>> {
+    use std::net::Ipv4Addr;
+    let s = v6.segments();
+    let o = v6.octets();
+    let low = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(mapped) = v6.to_ipv4_mapped() {
+        return Some(vec![mapped]);
+    }
+    // IPv4-compatible (deprecated, but still routed by some stacks); `::` and `::1`
+    // are IPv6's own unspecified and loopback addresses.
+    if s[..6] == [0; 6] && !(v6.is_unspecified() || v6.is_loopback()) {
+        return Some(vec![low]);
+    }
+    // NAT64: the well-known prefix and the local-use one.
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0; 4] || s[2] == 1) {
+        return Some(vec![low]);
+    }
+    if s[0] == 0x2002 {
+        return Some(vec![Ipv4Addr::new(o[2], o[3], o[4], o[5])]);
+    }
+    // Teredo: the server's IPv4, and the client's, stored inverted.
+    if s[0] == 0x2001 && s[1] == 0 {
+        let client = Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15]);
+        return Some(vec![Ipv4Addr::new(o[4], o[5], o[6], o[7]), client]);
+    }
+    None
 }
 
 async fn read_capped(response: reqwest::Response, max: usize) -> Result<(Vec<u8>, bool), ToolError> {
@@ -214,51 +258,6 @@ async fn read_capped(response: reqwest::Response, max: usize) -> Result<(Vec<u8>
         body.extend_from_slice(&chunk);
     }
     Ok((body, false))
-}
-
-/// A crude but dependable HTML → text: drops scripts, styles and tags, decodes the
-/// common entities, collapses whitespace.
-fn html_to_text(html: &str) -> String {
-    let mut out = String::with_capacity(html.len() / 2);
-    let mut rest = html;
-    while let Some(start) = rest.find('<') {
-        out.push_str(&rest[..start]);
-        let tag = &rest[start..];
-        let lower: String = tag.chars().take(8).collect::<String>().to_ascii_lowercase();
-        let skip_to = if lower.starts_with("<script") {
-            tag.to_ascii_lowercase().find("</script>").map(|p| p + 9)
-        } else if lower.starts_with("<style") {
-            tag.to_ascii_lowercase().find("</style>").map(|p| p + 8)
-        } else {
-            tag.find('>').map(|p| p + 1)
-        };
-        let Some(end) = skip_to else { break };
-        if lower.starts_with("<p")
-            || lower.starts_with("<br")
-            || lower.starts_with("<li")
-            || lower.starts_with("<h")
-            || lower.starts_with("<div")
-            || lower.starts_with("<tr")
-        {
-            out.push('\n');
-        } else {
-            out.push(' ');
-        }
-        rest = &tag[end..];
-    }
-    if !rest.contains('<') {
-        out.push_str(rest);
-    }
-    let decoded = out
-        .replace("&nbsp;", " ")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&");
-    let lines: Vec<String> =
-        decoded.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).collect();
-    lines.join("\n")
 }
 
 #[cfg(test)]
@@ -282,6 +281,24 @@ mod tests {
             ("fd00::1", false),
             ("::ffff:127.0.0.1", false),
             ("2606:4700:4700::1111", true),
+            ("240.0.0.1", false),
+            ("192.0.0.8", false),
+            ("fec0::1", false),
+            // IPv6 forms embedding a private or loopback IPv4 are that IPv4.
+            ("::127.0.0.1", false),
+            ("::10.0.0.1", false),
+            ("::ffff:10.0.0.1", false),
+            ("64:ff9b::127.0.0.1", false),
+            ("64:ff9b::a9fe:a9fe", false),
+            ("64:ff9b:1::192.168.0.1", false),
+            ("2002:7f00:1::", false),
+            ("2002:a9fe:a9fe::1", false),
+            ("2001:0:7f00:1::1", false),
+            ("2001:0:808:808:0:0:f7f7:f7f7", true),
+            // ...and those embedding a public one stay public.
+            ("::8.8.8.8", true),
+            ("64:ff9b::8.8.8.8", true),
+            ("2002:808:808::1", true),
         ];
         for (ip, public) in cases {
             assert_eq!(is_public(ip.parse().unwrap()), public, "{ip}");
@@ -295,6 +312,9 @@ mod tests {
         assert!(check_literal(&url("http://127.0.0.1/"), &strict).is_err());
         assert!(check_literal(&url("http://[::1]:8080/"), &strict).is_err());
         assert!(check_literal(&url("http://169.254.169.254/latest"), &strict).is_err());
+        assert!(check_literal(&url("http://[::127.0.0.1]/"), &strict).is_err());
+        assert!(check_literal(&url("http://[64:ff9b::7f00:1]/"), &strict).is_err());
+        assert!(check_literal(&url("http://[2002:7f00:1::]/"), &strict).is_err());
         assert!(check_literal(&url("https://example.com/"), &strict).is_ok());
         let open = AddressPolicy { hosts: vec![], nets: vec!["127.0.0.0/8".parse().unwrap()] };
         assert!(check_literal(&url("http://127.0.0.1/"), &open).is_ok());
@@ -310,11 +330,5 @@ mod tests {
         assert!(current_time(&args).unwrap().contains("+09:00 (Asia/Tokyo"));
         args.insert("timezone".into(), json!("Mars/Olympus"));
         assert!(current_time(&args).unwrap_err().to_string().contains("unknown time zone"));
-    }
-
-    #[test]
-    fn html_becomes_text() {
-        let html = "<html><head><style>p{}</style><script>var x = '<p>';</script></head><body><h1>Title</h1><p>One &amp; two</p><p>three</p></body></html>";
-        assert_eq!(html_to_text(html), "Title\nOne & two\nthree");
     }
 }

@@ -24,6 +24,13 @@ impl HttpTool {
         // No client timeout: the agent bounds every tool call with the tool's timeout.
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout)
+            // The tool's headers are secrets: a redirect may stay on the configured
+            // origin, never carry them elsewhere (the 3xx is then the tool's answer).
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same_origin =
+                    attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());
+                if same_origin && attempt.previous().len() < 5 { attempt.follow() } else { attempt.stop() }
+            }))
             .build()
             .map_err(|e| ToolError::Failed(format!("building the HTTP client for `{}`: {e}", config.name)))?;
         let method = config

@@ -21,12 +21,12 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Notify, watch};
 
-use super::{Tool, ToolError, names};
+use super::{Tool, ToolError, names, stderr};
 use crate::config::Access;
 use crate::config::{McpServer, McpTransport};
+use crate::redact::Redactor;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const LIST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +34,8 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 const PING_INTERVAL: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// stderr lines shown in a failure's reason (`/ready`, `lariat check`, the log).
+const STDERR_IN_REASON: usize = 5;
 /// A connection that lived this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
@@ -71,6 +73,8 @@ struct State {
     peer: Option<Peer<RoleClient>>,
     tools: Vec<Arc<Tool>>,
     status: Status,
+    /// The stderr of the current (or last) stdio process.
+    stderr: Option<Arc<stderr::Tail>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,7 @@ pub struct Source {
     /// Becomes true once the first connection attempt finished, either way.
     listed: watch::Sender<bool>,
     this: Weak<Source>,
+    redactor: Arc<Redactor>,
 }
 
 /// Receives server notifications for one connection.
@@ -107,17 +112,18 @@ impl ClientHandler for Handler {
 type Client = RunningService<RoleClient, Handler>;
 
 impl Source {
-    pub fn new(config: &McpServer, generation: Arc<AtomicU64>) -> Arc<Self> {
+    pub fn new(config: &McpServer, generation: Arc<AtomicU64>, redactor: Arc<Redactor>) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             name: config.name.clone(),
             transport: config.transport.clone(),
             prefix: config.prefix,
             min_access: config.min_access,
             timeout: config.timeout,
-            state: RwLock::new(State { peer: None, tools: Vec::new(), status: Status::Pending }),
+            state: RwLock::new(State { peer: None, tools: Vec::new(), status: Status::Pending, stderr: None }),
             generation,
             listed: watch::channel(false).0,
             this: this.clone(),
+            redactor,
         })
     }
 
@@ -174,8 +180,10 @@ impl Source {
     async fn connect(&self, handler: Handler) -> Result<Client, String> {
         match &self.transport {
             McpTransport::Stdio { command, args, env } => {
+                // Never lariat's own environment (it holds provider and client keys):
+                // `env` is the whole of the child's, minimal set included.
                 let mut cmd = process_wrap::tokio::CommandWrap::with_new(command, |c| {
-                    c.args(args).envs(env.iter().map(|(k, v)| (k, v.expose_secret())));
+                    c.env_clear().args(args).envs(env.iter().map(|(k, v)| (k, v.expose_secret())));
                 });
                 // A process group, so that `uvx`/`npx` grandchildren die with it too.
                 cmd.wrap(process_wrap::tokio::ProcessGroup::leader()).wrap(process_wrap::tokio::KillOnDrop);
@@ -183,14 +191,11 @@ impl Source {
                     .stderr(std::process::Stdio::piped())
                     .spawn()
                     .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                let tail = stderr::Tail::new();
+                self.update(|s| s.stderr = Some(tail.clone()));
                 if let Some(stderr) = stderr {
-                    let name = self.name.clone();
-                    tokio::spawn(async move {
-                        let mut lines = tokio::io::BufReader::new(stderr).lines();
-                        while let Ok(Some(line)) = lines.next_line().await {
-                            tracing::debug!(target: "lariat::mcp", server = %name, "{line}");
-                        }
-                    });
+                    // Like the supervisor, a long-lived task: it ends when the process closes stderr.
+                    tokio::spawn(stderr::drain(stderr, tail, self.name.clone(), self.redactor.clone()));
                 }
                 handshake(handler.serve(transport)).await
             }
@@ -233,7 +238,8 @@ impl Source {
                     description: t.description.map(|d| d.to_string()).unwrap_or_default(),
                     parameters,
                 };
-                Some(Arc::new(Tool::mcp(listed, self.this.clone(), self.min_access, self.timeout)))
+                let access = (self.min_access, self.timeout);
+                Some(Arc::new(Tool::mcp(listed, self.this.clone(), access, self.redactor.clone())))
             })
             .collect();
         let count = tools.len();
@@ -244,6 +250,16 @@ impl Source {
         });
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(count)
+    }
+
+    /// `reason` followed by the last lines the process wrote to stderr, if any: what
+    /// an operator needs to see why a server will not start.
+    async fn with_stderr(&self, reason: String) -> String {
+        let Some(tail) = self.read().stderr.clone() else { return reason };
+        match tail.summary(STDERR_IN_REASON).await {
+            Some(lines) => format!("{reason}; stderr: {lines}"),
+            None => reason,
+        }
     }
 
     fn is_http(&self) -> bool {
@@ -271,6 +287,7 @@ async fn supervise(source: Weak<Source>) {
         let started = tokio::time::Instant::now();
         let reason = match this.connect(handler.clone()).await {
             Err(reason) => {
+                let reason = this.with_stderr(reason).await;
                 // Never connected: its tools are absent until it comes up.
                 this.update(|s| {
                     s.peer = None;
@@ -281,11 +298,12 @@ async fn supervise(source: Weak<Source>) {
                 reason
             }
             Ok(client) => match this.relist(client.peer()).await {
-                Err(reason) => reason,
+                Err(reason) => this.with_stderr(reason).await,
                 Ok(count) => {
                     tracing::info!(server = %this.name, tools = count, "MCP server connected");
                     this.listed.send_replace(true);
                     let reason = watch_connection(&this, client, &handler).await;
+                    let reason = this.with_stderr(reason).await;
                     this.update(|s| {
                         s.peer = None;
                         s.status = Status::Restarting(reason.clone());

@@ -3,9 +3,11 @@
 //! and calling one tool.
 
 mod builtin;
+mod html;
 mod http;
 pub mod mcp;
 pub mod names;
+mod stderr;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use crate::config;
 use crate::config::Access;
 use crate::globs::Globs;
 use crate::openai::{FunctionDef, ToolDef};
+use crate::redact::Redactor;
 
 /// Why a tool call failed; becomes the tool result `Tool error: <this>`.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,15 @@ pub enum ToolError {
 }
 
 impl ToolError {
+    /// The same error with every configured secret blanked out of its message.
+    fn redacted(self, redactor: &Redactor) -> Self {
+        match self {
+            Self::Failed(m) => Self::Failed(redactor.clean(m)),
+            Self::Refused(m) => Self::Refused(redactor.clean(m)),
+            Self::Unavailable(m) => Self::Unavailable(redactor.clean(m)),
+        }
+    }
+
     /// An HTTP call of a tool that failed: a timeout, or the innermost cause.
     fn http(e: &reqwest::Error) -> Self {
         if e.is_timeout() {
@@ -51,6 +63,7 @@ pub struct Tool {
     pub min_access: Access,
     pub timeout: Duration,
     kind: Kind,
+    redactor: Arc<Redactor>,
 }
 
 #[derive(Debug)]
@@ -82,7 +95,16 @@ impl Tool {
     }
 
     /// Runs the tool. Timeouts and output caps are the caller's (the agent's) job.
+    /// What it returns, result or error, goes to the model, the client and the audit
+    /// log, so it is cleaned of every configured secret here, for every kind of tool.
     pub async fn call(&self, args: Map<String, Value>) -> Result<String, ToolError> {
+        match self.run(args).await {
+            Ok(text) => Ok(self.redactor.clean(text)),
+            Err(error) => Err(error.redacted(&self.redactor)),
+        }
+    }
+
+    async fn run(&self, args: Map<String, Value>) -> Result<String, ToolError> {
         match &self.kind {
             Kind::CurrentTime => builtin::current_time(&args),
             Kind::FetchUrl(fetcher) => fetcher.fetch(&args).await,
@@ -97,8 +119,14 @@ impl Tool {
     }
 
     /// A tool listed by an MCP server.
-    pub fn mcp(listed: mcp::Listed, source: Weak<mcp::Source>, min_access: Access, timeout: Duration) -> Self {
+    pub fn mcp(
+        listed: mcp::Listed,
+        source: Weak<mcp::Source>,
+        access: (Access, Duration),
+        redactor: Arc<Redactor>,
+    ) -> Self {
         let kind = Kind::Mcp { source, remote_name: listed.remote_name };
+        let (min_access, timeout) = access;
         Self {
             name: listed.name,
             description: listed.description,
@@ -106,6 +134,7 @@ impl Tool {
             min_access,
             timeout,
             kind,
+            redactor,
         }
     }
 
@@ -113,11 +142,20 @@ impl Tool {
         name: &str,
         description: &str,
         parameters: Value,
-        min_access: Access,
-        timeout: Duration,
+        access: (Access, Duration),
         kind: Kind,
+        redactor: &Arc<Redactor>,
     ) -> Self {
-        Self { name: name.to_owned(), description: description.to_owned(), parameters, min_access, timeout, kind }
+        let (min_access, timeout) = access;
+        Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            parameters,
+            min_access,
+            timeout,
+            kind,
+            redactor: redactor.clone(),
+        }
     }
 }
 
@@ -167,7 +205,8 @@ pub mod testing {
         let scripted = Arc::new(Scripted { delay, result, runs: AtomicUsize::new(0), finished: AtomicUsize::new(0) });
         let parameters = json!({"type": "object", "properties": {}});
         let kind = Kind::Scripted(scripted.clone());
-        (Tool::new(name, "A scripted test tool.", parameters, Access::Guest, timeout, kind), scripted)
+        let redactor = Arc::new(crate::redact::Redactor::default());
+        (Tool::new(name, "A scripted test tool.", parameters, (Access::Guest, timeout), kind, &redactor), scripted)
     }
 
     impl Registry {
@@ -205,9 +244,9 @@ impl Registry {
                 "current_time",
                 builtin::CURRENT_TIME_DESCRIPTION,
                 builtin::current_time_schema(),
-                ct.min_access,
-                config.timeout,
+                (ct.min_access, config.timeout),
                 Kind::CurrentTime,
+                &config.redactor,
             )));
         }
         if let Some(fetch) = &config.fetch_url {
@@ -216,9 +255,9 @@ impl Registry {
                 "fetch_url",
                 builtin::FETCH_URL_DESCRIPTION,
                 builtin::fetch_url_schema(),
-                fetch.min_access,
-                fetch.timeout,
+                (fetch.min_access, fetch.timeout),
                 Kind::FetchUrl(Arc::new(fetcher)),
+                &config.redactor,
             )));
         }
         for h in &config.http {
@@ -227,13 +266,17 @@ impl Registry {
                 &h.name,
                 &h.description,
                 h.parameters.clone(),
-                h.min_access,
-                h.timeout,
+                (h.min_access, h.timeout),
                 kind,
+                &config.redactor,
             )));
         }
         let generation = Arc::new(AtomicU64::new(0));
-        let mcp = config.mcp.iter().map(|server| mcp::Source::new(server, generation.clone())).collect();
+        let mcp = config
+            .mcp
+            .iter()
+            .map(|server| mcp::Source::new(server, generation.clone(), config.redactor.clone()))
+            .collect();
         Ok(Self { fixed, mcp, generation, cache: RwLock::new(HashMap::new()) })
     }
 

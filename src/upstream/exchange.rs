@@ -63,15 +63,17 @@ pub async fn exchange(
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if is_sse {
             let limits = sse::Limits { max_event_bytes, stall: timeouts.stall, deadline: started + timeouts.total };
-            let mut chunks = sse::chunks(response.bytes_stream(), limits);
+            let mut chunks = sse::chunks(response.bytes_stream(), limits, provider.redactor.clone());
             match chunks.next().await {
                 Some(Ok(first)) => Ok(Reply::Stream(Box::pin(futures::stream::iter([Ok(first)]).chain(chunks)))),
                 Some(Err(failure)) => Err(failure),
                 None => Err(Failure::Stream("the upstream stream was empty".into())),
             }
         } else {
-            let bytes = response.bytes().await.map_err(|e| transport_failure(&e))?;
-            serde_json::from_slice(&bytes)
+            let bytes = read_capped(response, provider.max_response_bytes).await?;
+            // A provider echoing a secret (its own key, or one it was handed in a tool
+            // result) must not pass it on to the client.
+            serde_json::from_slice(&provider.redactor.redact_bytes(&bytes))
                 .map(Reply::Complete)
                 .map_err(|e| Failure::InvalidBody(format!("not a chat completion: {e}")))
         }
@@ -97,9 +99,26 @@ async fn error_response(provider: &Provider, response: reqwest::Response) -> Fai
             break;
         }
     }
-    let secrets: Vec<&str> =
-        provider.api_key.iter().chain(provider.headers.iter().map(|(_, v)| v)).map(|s| s.expose_secret()).collect();
-    Failure::from_status(status, &body, retry_after, &secrets)
+    Failure::from_status(status, &body, retry_after, &provider.redactor)
+}
+
+/// A whole non-streaming answer, refused past `max` bytes (checked on the declared
+/// length first, so an oversized answer is not read at all).
+async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, Failure> {
+    let too_large = || Failure::InvalidBody(format!("the answer exceeded {max} bytes (`upstream.max_response_bytes`)"));
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transport_failure(&e))?;
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::redact::Redactor;
+
 /// Why a conversation cannot be made to fit a target: even the most compacted
 /// list needs more tokens than the target's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,8 +177,9 @@ impl Failure {
     }
 
     /// Builds a status failure from an error response body, keeping the upstream's
-    /// message (OpenAI shape, or a plain body cut short) with `secrets` blanked out.
-    pub fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>, secrets: &[&str]) -> Self {
+    /// message (OpenAI shape, or a plain body cut short) with every configured secret
+    /// blanked out.
+    pub fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>, redactor: &Redactor) -> Self {
         let parsed: Option<Value> = serde_json::from_slice(body).ok();
         let error = parsed.as_ref().map(|v| v.get("error").unwrap_or(v));
         let field = |name: &str| error.and_then(|e| e.get(name)).and_then(Value::as_str).map(str::to_owned);
@@ -188,17 +191,12 @@ impl Failure {
             });
         Self::Status {
             status,
-            message: redact(&message, secrets),
-            code: field("code"),
-            param: field("param"),
+            message: redactor.clean(message),
+            code: field("code").map(|c| redactor.clean(c)),
+            param: field("param").map(|p| redactor.clean(p)),
             retry_after,
         }
     }
-}
-
-/// Replaces every occurrence of a secret with `[redacted]`.
-pub fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets.iter().filter(|s| s.len() >= 4).fold(text.to_owned(), |acc, secret| acc.replace(secret, "[redacted]"))
 }
 
 #[cfg(test)]
@@ -207,7 +205,7 @@ mod tests {
 
     #[test]
     fn classifies_statuses() {
-        let status = |s| Failure::from_status(s, b"{}", None, &[]);
+        let status = |s| Failure::from_status(s, b"{}", None, &Redactor::default());
         for s in [408, 429, 500, 502, 503, 504] {
             assert!(status(s).is_retryable(), "{s}");
         }
@@ -228,7 +226,7 @@ mod tests {
             (r#"{"error":{"message":"temperature must be <= 2"}}"#, false),
         ];
         for (body, want) in cases {
-            let f = Failure::from_status(400, body.as_bytes(), None, &[]);
+            let f = Failure::from_status(400, body.as_bytes(), None, &Redactor::default());
             assert_eq!(f.is_context_length(), want, "{body}");
             assert_eq!(f.is_client_fault(), !want, "{body}");
         }
@@ -240,10 +238,10 @@ mod tests {
             401,
             br#"{"error":{"message":"Incorrect API key provided: sk-secret-123","code":"invalid_api_key"}}"#,
             None,
-            &["sk-secret-123"],
+            &Redactor::new(["sk-secret-123"]),
         );
         assert_eq!(f.to_string(), "HTTP 401: Incorrect API key provided: [redacted]");
-        let plain = Failure::from_status(502, b"<html>Bad gateway</html>", None, &[]);
+        let plain = Failure::from_status(502, b"<html>Bad gateway</html>", None, &Redactor::default());
         assert_eq!(plain.to_string(), "HTTP 502: <html>Bad gateway</html>");
     }
 }

@@ -193,7 +193,10 @@ impl Upstream {
             }
             let client = reqwest::Client::builder()
                 .connect_timeout(entry.timeouts.connect)
-                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_idle_timeout(entry.provider.pool_idle_timeout)
+                .pool_max_idle_per_host(entry.provider.pool_max_idle_per_host)
+                // A redirect would carry the provider's key to wherever it points.
+                .redirect(reqwest::redirect::Policy::none())
                 .tcp_nodelay(true)
                 .build()
                 .map_err(|e| BuildError { provider: key.0.clone(), reason: e.to_string() })?;

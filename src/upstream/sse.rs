@@ -2,6 +2,7 @@
 //! events, a stall timeout, and a check that the stream really finished.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 
 use super::Failure;
 use crate::openai::ChatChunk;
+use crate::redact::Redactor;
 
 /// Chunks of one upstream stream, in order; a `Failure` item ends it.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Failure>> + Send>>;
@@ -34,8 +36,10 @@ pub struct Limits {
     pub deadline: Instant,
 }
 
-/// Parses an SSE byte stream into chunks, within `limits`.
-pub fn chunks<S, E>(bytes: S, limits: Limits) -> ChunkStream
+/// Parses an SSE byte stream into chunks, within `limits`. Every event is cleaned of
+/// the configured secrets before it is parsed, so neither a relayed delta nor an
+/// error event (which reaches the client and the log) can carry one.
+pub fn chunks<S, E>(bytes: S, limits: Limits, redactor: Arc<Redactor>) -> ChunkStream
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display,
@@ -53,7 +57,7 @@ where
         futures::future::ready(Some(item))
     });
     let events = capped.eventsource();
-    let state = State { events: Box::pin(events), finished: false, done: false, limits };
+    let state = State { events: Box::pin(events), finished: false, done: false, limits, redactor };
     Box::pin(futures::stream::unfold(state, next_chunk))
 }
 
@@ -65,6 +69,7 @@ struct State {
     finished: bool,
     done: bool,
     limits: Limits,
+    redactor: Arc<Redactor>,
 }
 
 async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)> {
@@ -95,7 +100,7 @@ async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)
                 if data.is_empty() {
                     continue;
                 }
-                parse_chunk(data)
+                parse_chunk(&st.redactor.redact(data))
             }
         };
         match event {
@@ -166,7 +171,7 @@ mod tests {
             stall: Duration::from_secs(5),
             deadline: Instant::now() + Duration::from_secs(60),
         };
-        chunks(stream_of(parts), limits).collect().await
+        chunks(stream_of(parts), limits, Arc::new(Redactor::new([SECRET]))).collect().await
     }
 
     #[tokio::test]
@@ -199,6 +204,23 @@ mod tests {
         assert!(matches!(&big[0], Err(Failure::InvalidBody(m)) if m.contains("exceeded 64")), "{big:?}");
         let error = collect(&["data: {\"error\":{\"message\":\"overloaded\"}}\n\n"], 1024).await;
         assert!(matches!(&error[0], Err(Failure::Stream(m)) if m.contains("overloaded")));
+    }
+
+    const SECRET: &str = "sk-provider-secret-42";
+
+    #[tokio::test]
+    async fn secrets_are_blanked_from_error_events_and_deltas() {
+        let out = collect(
+            &[
+                "data: {\"choices\":[{\"delta\":{\"content\":\"key sk-provider-secret-42\"}}]}\n\n",
+                "data: {\"error\":{\"message\":\"bad key sk-provider-secret-42\"}}\n\n",
+            ],
+            1024,
+        )
+        .await;
+        let delta = out[0].as_ref().unwrap().choices[0].delta.content.clone().unwrap();
+        assert_eq!(delta, "key [redacted]");
+        assert!(matches!(&out[1], Err(Failure::Stream(m)) if m.ends_with("bad key [redacted]") && !m.contains(SECRET)));
     }
 
     #[test]
