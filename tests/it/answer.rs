@@ -81,18 +81,27 @@ async fn a_stream_carries_only_the_answer_model_s_words() {
     let mut body = ask("echo x");
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    let response = r.lariat.chat(body).await;
+    let response = r
+        .lariat
+        .post("/v1/chat/completions", Some(ALICE))
+        .header("x-lariat-progress", "status")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-lariat-loop-upstream"), Some("mock/gpt-test"));
     let events = json_events(&SseReader::new(response).collect().await);
-    let text: String =
-        events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    let text: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
     assert_eq!(text, "The reply.");
-    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let first = events.iter().find(|e| e["choices"].as_array().is_some_and(|c| !c.is_empty())).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant", "the first chunk with a choice (after status lines)");
     let finish = events.iter().find(|e| e["choices"][0]["finish_reason"].is_string()).unwrap();
     assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     assert_eq!(finish["lariat"]["upstream"], "strong/big");
     assert_eq!(events.last().unwrap()["usage"]["total_tokens"], 45);
+    let statuses: Vec<&str> = events.iter().filter_map(|e| e["event"]["data"]["description"].as_str()).collect();
+    assert!(statuses.contains(&"Writing the answer with `writers`…"), "the hand-over is visible: {statuses:?}");
     let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one id for the whole response");
 }

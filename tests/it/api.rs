@@ -82,3 +82,21 @@ async fn a_made_up_tool_name_leaves_no_trace_in_the_metrics() {
     assert!(!metrics.contains("zz_invented_by_the_model_42"), "{metrics}");
     assert!(metrics.contains(r#"lariat_tool_calls_total{tool="unknown",outcome="unknown_tool"} 1"#), "{metrics}");
 }
+
+#[test]
+fn check_shows_the_loop_chain_and_the_answer_chain() {
+    let text = "[providers.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n[providers.cloud]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+        [models.writer]\nchain = [\"cloud/big\", \"local/backup\"]\ntools = []\n\
+        [models.researcher]\nchain = [\"local/small\"]\ntools = []\nanswer_with = \"writer\"\nanswer_when = \"tools_used\"\n";
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lariat")).args(["check", "--config"]).arg(file.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(
+            "model researcher: local/small\n  answer (writer, when tools were used): cloud/big → local/backup"
+        ),
+        "{stdout}"
+    );
+}
