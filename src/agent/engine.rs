@@ -22,6 +22,7 @@ use super::execute::{Audit, Executor};
 use super::fit::Fitting;
 use super::pause::Resume;
 use super::round::{Keep, Mode, Opening, RoundResult, StreamRound};
+use super::running::Running;
 use super::{Agent, Error, Events, confirm, prepare};
 use crate::auth::Caller;
 use crate::compact::Compactor;
@@ -152,10 +153,8 @@ pub(super) struct Engine {
 impl Engine {
     /// The events of the loop from `first` on. The engine runs inside the returned
     /// stream (no task is spawned): dropping the stream stops it.
-    pub fn run(self, first: Step, mut received: mpsc::Receiver<Event>) -> Events {
-        let driver = futures::stream::once(self.drive(first)).filter_map(|()| std::future::ready(None));
-        let received = futures::stream::poll_fn(move |cx| received.poll_recv(cx));
-        Box::pin(futures::stream::select(received, driver))
+    pub fn run(self, first: Step, received: mpsc::Receiver<Event>) -> Events {
+        Box::pin(Running::new(Box::pin(self.drive(first)), received))
     }
 
     pub fn channel() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {

@@ -18,6 +18,7 @@ mod fit;
 mod pause;
 mod prepare;
 mod round;
+mod running;
 mod summary;
 mod suspend;
 #[cfg(test)]
