@@ -79,7 +79,7 @@ async fn a_held_call_runs_once_after_yes_and_the_model_answers() {
     assert!(text.starts_with("Shall I echo hi?"), "{text}");
     assert!(text.contains("`echo` `{\"text\":\"hi\"}`"), "the footer names the call and its arguments: {text}");
     assert!(text.contains("Reply **yes**"), "{text}");
-    assert!(text.ends_with(&format!("[lariat:confirm:{id}]")), "{text}");
+    assert!(text.ends_with(&format!(".\n\n[//]: # (lariat:confirm:{id})")), "an invisible marker, on its own: {text}");
     assert_eq!(question["choices"][0]["finish_reason"], "stop");
 
     // The question was phrased by the model, told not to call tools, with a placeholder.
@@ -305,7 +305,7 @@ async fn confirmations_stream_like_any_answer() {
         chunks.iter().filter(|c| !c["choices"][0]["delta"]["lariat"]["confirmation"].is_null()).collect();
     assert_eq!(with_summary.len(), 1);
     let id = with_summary[0]["choices"][0]["delta"]["lariat"]["confirmation"]["id"].as_str().unwrap();
-    assert!(text.ends_with(&format!("[lariat:confirm:{id}]")), "{text}");
+    assert!(text.ends_with(&format!(".\n\n[//]: # (lariat:confirm:{id})")), "an invisible marker, on its own: {text}");
     let finishes: Vec<&str> = chunks.iter().filter_map(|c| c["choices"][0]["finish_reason"].as_str()).collect();
     assert_eq!(finishes, ["stop"]);
     assert_eq!(chunks.iter().filter(|c| c["choices"][0]["delta"]["role"] == "assistant").count(), 1);
@@ -353,7 +353,7 @@ async fn a_failed_phrasing_call_falls_back_to_the_template() {
     let response: Value = lariat.chat(ask("echo")).await.json().await.unwrap();
     let text = content(&response);
     assert!(text.starts_with("I need your confirmation before I run `echo`."), "{text}");
-    assert!(text.contains("[lariat:confirm:"), "{text}");
+    assert!(text.contains("\n\n[//]: # (lariat:confirm:"), "{text}");
     assert!(tools.hits("/echo").is_empty());
 }
 
@@ -422,7 +422,7 @@ async fn a_confirmation_made_on_one_replica_is_approved_on_another() {
     mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
     mock.push(Reply::text("Echo hi?"));
     let question: Value = post(&a.url, &ask("echo hi")).await.unwrap().json().await.unwrap();
-    assert!(content(&question).contains("[lariat:confirm:"), "{question}");
+    assert!(content(&question).contains("\n\n[//]: # (lariat:confirm:"), "{question}");
 
     mock.push(Reply::text("Echoed on b."));
     let answer: Value = post(&b.url, &reply_to(&question, "yes")).await.unwrap().json().await.unwrap();

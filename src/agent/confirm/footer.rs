@@ -21,7 +21,7 @@ pub fn footer(held: &[ToolCall], id: &str, ttl: Duration) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nReply **yes** to run {} or **no** to cancel; this request expires in {}.\n{}",
+        "\nReply **yes** to run {} or **no** to cancel; this request expires in {}.\n\n{}",
         if held.len() == 1 { "it" } else { "them" },
         human_duration(ttl),
         marker(id)
@@ -63,6 +63,9 @@ mod tests {
         assert!(text.contains("- `fetch_url` `{\"url\":\"https://x.test/aaa"), "{text}");
         assert!(text.contains("…`"), "long arguments are shortened: {text}");
         assert!(text.contains("expires in 15 minutes"));
-        assert!(text.ends_with("[lariat:confirm:0123456789abcdef0123456789abcdef]"));
+        assert!(
+            text.ends_with("expires in 15 minutes.\n\n[//]: # (lariat:confirm:0123456789abcdef0123456789abcdef)"),
+            "{text}"
+        );
     }
 }

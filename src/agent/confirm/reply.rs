@@ -6,18 +6,23 @@ use serde_json::{Map, Value};
 
 use crate::openai::{Message, Role};
 
-const MARKER_OPEN: &str = "[lariat:confirm:";
+const MARKER_TAG: &str = "lariat:confirm:";
 
+/// The question's marker: a markdown link-reference definition, which chat UIs do
+/// not show and send back verbatim with the history. It must stand on its own line
+/// after a blank one (a definition cannot interrupt a paragraph).
 pub fn marker(id: &str) -> String {
-    format!("{MARKER_OPEN}{id}]")
+    format!("[//]: # ({MARKER_TAG}{id})")
 }
 
-/// The id in the last marker of `text`, if it is well formed.
+/// The id in the last marker of `text`, if it is well formed: the invisible form, or
+/// the `[lariat:confirm:<id>]` of questions asked by earlier releases.
 pub fn find_marker(text: &str) -> Option<&str> {
-    let start = text.rfind(MARKER_OPEN)? + MARKER_OPEN.len();
+    let start = text.rfind(MARKER_TAG)? + MARKER_TAG.len();
     let rest = &text[start..];
-    let id = &rest[..rest.find(']')?];
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    let id = rest.get(..32)?;
+    let closed = matches!(rest.as_bytes().get(32), Some(b')' | b']'));
+    (closed && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 /// A typed reply to a confirmation question found in a client's messages.
@@ -73,7 +78,9 @@ mod tests {
         assert_ne!(id, new_id());
         let text = format!("Shall I?\n\n---\nReply yes.\n{}", marker(&id));
         assert_eq!(find_marker(&text), Some(id.as_str()));
+        assert_eq!(find_marker(&format!("Asked earlier.\n[lariat:confirm:{id}]")), Some(id.as_str()), "legacy form");
         assert_eq!(find_marker("[lariat:confirm:xyz]"), None);
+        assert_eq!(find_marker("[//]: # (lariat:confirm:0123456789abcdef0123456789abcdef0)"), None, "too long");
         assert_eq!(find_marker("[lariat:confirm:0123456789abcdef0123456789abcdef"), None);
         assert_eq!(find_marker("no marker"), None);
     }
