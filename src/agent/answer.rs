@@ -5,17 +5,14 @@
 use std::sync::Arc;
 
 use super::brief;
-use super::engine::{Engine, Step, Voice};
+use super::engine::{Engine, Step, UPSTREAM_STREAM_OPTIONS, Voice};
 use super::events::{Delta, Event, Finished};
 use super::fit::Fitting;
 use super::prepare::TOOLS_LINE;
 use crate::compact::{self, Compactor, Tokenizer};
 use crate::config::{AnswerFallback, AnswerModel, AnswerWhen};
-use crate::openai::{FinishReason, StreamOptions};
+use crate::openai::FinishReason;
 use crate::upstream::{Params, Route};
-
-static STREAM_OPTIONS: std::sync::LazyLock<StreamOptions> =
-    std::sync::LazyLock::new(|| StreamOptions { include_usage: true, rest: serde_json::Map::new() });
 
 impl Engine {
     /// The loop model answered in words: hand over to the answer model, or let the
@@ -58,7 +55,7 @@ impl Engine {
             tools: &[],
             client_tools: &[],
             tool_choice: None,
-            stream_options: stream.then_some(&*STREAM_OPTIONS),
+            stream_options: stream.then_some(&*UPSTREAM_STREAM_OPTIONS),
             rest: &self.request.rest,
         };
         let agent = &*self.agent;
@@ -117,16 +114,16 @@ impl Engine {
         let loop_lines = [TOOLS_LINE, answer.gather_prompt.as_str()];
         let settings = &self.agent.settings.compaction;
         let window = answer.chain.first().and_then(|t| t.context_window.or(settings.default_window));
+        let mut conversation = brief::conversation(&self.messages, &loop_lines);
         let max_chars = match (window, answer.chain.first()) {
             (Some(window), Some(target)) if settings.enabled => {
                 let budget = settings.policy.budget(window as usize, &self.request.rest).limit;
-                let without = brief::conversation(&self.messages, &loop_lines, "");
-                let used = compact::count(&without, &[], Tokenizer::for_model(&target.model));
+                let used = compact::count(&conversation, &[], Tokenizer::for_model(&target.model));
                 brief::room(budget, used, answer.brief_chars)
             }
             _ => answer.brief_chars,
         };
-        let brief = brief::write(&self.messages, notes, answer, max_chars);
-        brief::conversation(&self.messages, &loop_lines, &brief)
+        brief::attach(&mut conversation, &brief::write(&self.messages, notes, answer, max_chars));
+        conversation
     }
 }

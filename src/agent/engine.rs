@@ -37,7 +37,7 @@ const EVENTS_BUFFER: usize = 32;
 static TOOL_CHOICE_NONE: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!("none"));
 
 /// `stream_options` for upstream streams: usage is always asked for, to be summed.
-static UPSTREAM_STREAM_OPTIONS: std::sync::LazyLock<StreamOptions> =
+pub(super) static UPSTREAM_STREAM_OPTIONS: std::sync::LazyLock<StreamOptions> =
     std::sync::LazyLock::new(|| StreamOptions { include_usage: true, rest: Map::new() });
 
 /// What the loop does next.

@@ -120,7 +120,10 @@ impl StreamFace {
     }
 
     fn render(&mut self, event: Event) -> Rendered {
-        if let Some(line) = progress::line(&event) {
+        // With progress off, its events fall through to the `match` and show nothing.
+        if self.progress != Progress::Off
+            && let Some(line) = progress::line(&event)
+        {
             return [self.progress(line).map(|c| Ok(self.stamp(c))), None, None];
         }
         let chunk = match event {
