@@ -21,6 +21,8 @@ pub enum ApiError {
     ForbiddenModel(String),
     #[error("the model `{0}` does not exist or you do not have access to it")]
     ModelNotFound(String),
+    #[error("no response with id `{0}` was found (responses belong to the key that made them, and expire)")]
+    ResponseNotFound(String),
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
     #[error("method {0} is not allowed on this route")]
@@ -65,6 +67,7 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
             Self::ForbiddenModel(_) => (StatusCode::FORBIDDEN, "permission_error", "model_not_allowed"),
             Self::ModelNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
+            Self::ResponseNotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "response_not_found"),
             Self::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             Self::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed")
@@ -174,10 +177,18 @@ impl From<agent::Error> for ApiError {
         match error {
             agent::Error::BadRequest { message, param } => Self::BadRequest { message, param: Some(param.into()) },
             agent::Error::Upstream(error) => error.into(),
-            // A full store is no outage: its message says so, and that nothing ran.
-            agent::Error::Store(crate::store::StoreError::Full(message)) => Self::Unavailable(message),
-            agent::Error::Store(error) => Self::StoreUnavailable(error),
+            agent::Error::Store(error) => error.into(),
             agent::Error::Internal(message) => Self::Internal(message),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        match error {
+            // A full store is no outage: its message says so, and that nothing ran.
+            crate::store::StoreError::Full(message) => Self::Unavailable(message),
+            error => Self::StoreUnavailable(error),
         }
     }
 }

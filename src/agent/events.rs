@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Error;
-use crate::openai::{ChatChunk, FinishReason, Message, ToolCall, Usage};
+use crate::openai::{ChatChunk, FinishReason, FunctionCall, Message, ToolCall, Usage};
 pub use crate::telemetry::ToolOutcome;
 
 #[derive(Debug)]
@@ -107,7 +107,8 @@ pub struct CallDelta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Confirmation {
     pub id: String,
-    pub tools: Vec<String>,
+    /// The held calls, as the model asked for them.
+    pub held: Vec<FunctionCall>,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -115,7 +116,8 @@ pub struct Confirmation {
 impl Confirmation {
     /// `{"id", "tools", "expires_at"}`.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({"id": self.id, "tools": self.tools, "expires_at": self.expires_at})
+        let tools: Vec<&str> = self.held.iter().map(|c| c.name.as_str()).collect();
+        serde_json::json!({"id": self.id, "tools": tools, "expires_at": self.expires_at})
     }
 }
 

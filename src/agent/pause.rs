@@ -149,7 +149,7 @@ impl Engine {
         visible.push_str(&footer);
         let confirmation = Confirmation {
             id: checkpoint.id.clone(),
-            tools: tool_names(&checkpoint.held),
+            held: checkpoint.held.iter().map(|c| c.function.clone()).collect(),
             expires_at: checkpoint.expires_at,
         };
         self.emit(Event::ConfirmationAsked { text: visible, confirmation: confirmation.clone() }).await;
@@ -179,7 +179,10 @@ impl Agent {
         structured: Option<Structured>,
         messages: &[Message],
     ) -> Result<Option<Opening>, Error> {
-        if let Some(question) = self.continued_question(caller, messages).await? {
+        // A structured answer is an answer even when the history ends with the question.
+        if structured.is_none()
+            && let Some(question) = self.continued_question(caller, messages).await?
+        {
             return Ok(Some(Opening::Step(Step::Say(question))));
         }
         let Some(HumanReply { id, verdict, followup }) = self.human_reply(structured, messages) else {

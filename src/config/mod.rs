@@ -40,6 +40,7 @@ pub struct Config {
     pub upstream: UpstreamPolicy,
     pub compaction: Compaction,
     pub users: BTreeMap<String, UserOverride>,
+    pub responses: Responses,
     /// Blanks every configured secret out of what leaves lariat or enters a log.
     pub redactor: Arc<Redactor>,
 }
@@ -272,6 +273,13 @@ pub struct BuiltinFetchUrl {
     pub allow_private: Vec<String>,
     pub max_bytes: usize,
     pub timeout: Duration,
+}
+
+/// Stored responses of the Responses API.
+#[derive(Debug, Clone, Copy)]
+pub struct Responses {
+    /// How long `previous_response_id` and `GET /v1/responses/{id}` find one.
+    pub ttl: Duration,
 }
 
 #[derive(Debug)]

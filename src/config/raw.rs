@@ -29,6 +29,22 @@ pub struct RawConfig {
     /// Per-user overrides for people a frontend forwards (`forwarded_identity`).
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
+    #[serde(default)]
+    pub responses: RawResponses,
+}
+
+/// The Responses API's stored responses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawResponses {
+    /// How long a stored response can be continued or fetched.
+    pub ttl_s: u64,
+}
+
+impl Default for RawResponses {
+    fn default() -> Self {
+        Self { ttl_s: 7 * 24 * 3600 }
+    }
 }
 
 #[derive(Debug, Deserialize)]

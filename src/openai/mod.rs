@@ -3,6 +3,7 @@
 
 mod chunk;
 mod content;
+pub mod responses;
 
 use std::fmt;
 
@@ -93,7 +94,7 @@ pub struct ToolCall {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionCall {
     pub name: String,
     #[serde(default)]

@@ -10,9 +10,10 @@ use futures::{Stream, StreamExt};
 use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
+use super::commit::{self, Started};
 use super::progress;
 use super::{AppState, sse};
-use crate::agent::{CallDelta, Delta, Ending, Event, Events, Finished, Turn};
+use crate::agent::{CallDelta, Delta, Ending, Event, Finished, Turn};
 use crate::config::Progress;
 use crate::error::ApiError;
 use crate::openai::{ChatChunk, ChatCompletion, Choice, FunctionDelta, Role, ToolCallDelta};
@@ -29,22 +30,14 @@ pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result
     let face = Face { id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), model: turn.model.name.clone() };
     let mut events = state.agent.run(turn).await?;
     // Progress before the start (compaction, fallback) waits until the response commits.
-    let mut early = Vec::new();
-    let (target, attempts) = loop {
-        match events.next().await {
-            Some(Event::Started { target, attempts }) => break (target, attempts),
-            Some(Event::Failed(error)) => return Err(error.into()),
-            Some(other) => early.push(other),
-            None => return Err(ApiError::Internal("the loop ended before it started".into())),
-        }
-    };
+    let Started { target, attempts, early } = commit::started(&mut events).await?;
     let (mut confirmation, mut answered_by) = (None, None);
     let mut response = if stream {
         let events = futures::stream::iter(early).chain(events);
         let chunks = render_stream(events, StreamFace::new(face, include_usage, progress));
         sse::respond(chunks, state.config.server.keepalive, state.metrics.stream_opened())
     } else {
-        let finished = until_finished(events).await?;
+        let finished = commit::finished(events).await?;
         confirmation = finished.confirmation.as_ref().map(|c| c.id.clone());
         answered_by = finished.answered_by.clone();
         Json(face.completion(*finished)).into_response()
@@ -70,17 +63,6 @@ pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result
     }
     headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
     Ok(response)
-}
-
-async fn until_finished(mut events: Events) -> Result<Box<Finished>, ApiError> {
-    while let Some(event) = events.next().await {
-        match event {
-            Event::Finished(finished) => return Ok(finished),
-            Event::Failed(error) => return Err(error.into()),
-            _ => {}
-        }
-    }
-    Err(ApiError::Internal("the loop ended without an answer".into()))
 }
 
 /// What every chunk and the completion carry.
@@ -336,7 +318,11 @@ mod tests {
     #[test]
     fn a_question_carries_the_confirmation_beside_its_footer() {
         let mut face = stream_face(false);
-        let confirmation = Confirmation { id: "abc".into(), tools: vec!["delete".into()], expires_at: 9 };
+        let confirmation = Confirmation {
+            id: "abc".into(),
+            held: vec![crate::openai::FunctionCall { name: "delete".into(), arguments: "{}".into() }],
+            expires_at: 9,
+        };
         let out = render(&mut face, Event::ConfirmationAsked { text: "\n\nfooter".into(), confirmation });
         let delta = &out[0]["choices"][0]["delta"];
         assert_eq!(delta["role"], "assistant", "the first chunk of the response");

@@ -25,20 +25,19 @@ pub async fn chat_completions(
 ) -> Response {
     let model = state.config.models.get(&request.model).cloned();
     let label = model.as_ref().map(|m| ModelLabel(m.name.clone()));
-    let off_record = headers
-        .get("x-lariat-off-record")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1");
-    let asked_progress = headers.get("x-lariat-progress").map(|v| v.to_str().unwrap_or_default().parse::<Progress>());
-    let mut response = match chat(&state, caller, model, request, off_record, asked_progress).await {
-        Ok(response) => response,
-        Err(error) => {
-            let attempts = error.attempts();
-            let mut response = error.into_response();
-            response.headers_mut().insert("x-lariat-attempts", HeaderValue::from(attempts));
-            response
-        }
-    };
+    let response = chat(&state, caller, model, request, &headers).await;
+    labelled(response, label)
+}
+
+/// The answer, or the error with how many upstream attempts it took; labelled with
+/// its virtual model for the metrics.
+pub(super) fn labelled(response: Result<Response, ApiError>, label: Option<ModelLabel>) -> Response {
+    let mut response = response.unwrap_or_else(|error| {
+        let attempts = error.attempts();
+        let mut response = error.into_response();
+        response.headers_mut().insert("x-lariat-attempts", HeaderValue::from(attempts));
+        response
+    });
     if let Some(label) = label {
         response.extensions_mut().insert(label);
     }
@@ -50,25 +49,39 @@ async fn chat(
     caller: Arc<Caller>,
     model: Option<Arc<VirtualModel>>,
     request: ChatRequest,
-    off_record: bool,
-    asked_progress: Option<Result<Progress, String>>,
+    headers: &http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let model = authorize(state, &caller, model, &request.model)?;
     if request.messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must contain at least one message", Some("messages")));
     }
-    // The request's header, else the key's setting, else the model's.
-    let progress = match asked_progress {
-        Some(Ok(progress)) => progress,
-        Some(Err(reason)) => return Err(ApiError::bad_request(format!("x-lariat-progress: {reason}"), None)),
-        None => caller.progress.unwrap_or(model.progress),
-    };
-    chat::respond(state, Turn { caller, model, request, off_record }, progress).await
+    let progress = progress(headers, &caller, &model)?;
+    chat::respond(state, Turn { caller, model, request, off_record: off_record(headers) }, progress).await
+}
+
+/// `x-lariat-off-record: true`: keep message and tool contents out of the logs.
+pub(super) fn off_record(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-lariat-off-record")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1")
+}
+
+/// The request's `x-lariat-progress` header, else the key's setting, else the model's.
+pub(super) fn progress(headers: &http::HeaderMap, caller: &Caller, model: &VirtualModel) -> Result<Progress, ApiError> {
+    match headers.get("x-lariat-progress") {
+        Some(value) => value
+            .to_str()
+            .unwrap_or_default()
+            .parse::<Progress>()
+            .map_err(|reason| ApiError::bad_request(format!("x-lariat-progress: {reason}"), None)),
+        None => Ok(caller.progress.unwrap_or(model.progress)),
+    }
 }
 
 /// The model must exist and the key must be allowed it; with `hide_forbidden_models`
 /// a forbidden model is indistinguishable from a missing one.
-fn authorize(
+pub(super) fn authorize(
     state: &AppState,
     caller: &Caller,
     model: Option<Arc<VirtualModel>>,

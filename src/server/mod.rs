@@ -3,11 +3,13 @@
 
 mod auth;
 mod chat;
+mod commit;
 mod extract;
 mod handlers;
 mod limits;
 mod listen;
 mod progress;
+mod responses;
 mod socket;
 mod sse;
 
@@ -123,6 +125,8 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
     let max_body = state.config.server.max_body_bytes;
     let api = Router::new()
         .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::get).delete(responses::delete))
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{id}", get(handlers::get_model))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));

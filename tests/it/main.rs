@@ -30,6 +30,8 @@ mod mcp;
 mod mcp_stderr;
 mod progress;
 mod relay;
+mod responses;
+mod responses_state;
 mod sdk;
 mod secrets;
 mod ssrf;

@@ -26,7 +26,7 @@ async fn asked(rig: &Rig) -> String {
     let done = finished(&events);
     assert_eq!(done.ended_by, Ending::Confirmation);
     let confirmation = done.confirmation.as_ref().unwrap();
-    assert_eq!(confirmation.tools, ["delete_file"]);
+    assert_eq!(confirmation.held.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["delete_file"]);
     assert!(names(&events).contains(&"confirmation_asked"));
     done.message.content.text().into_owned()
 }

@@ -1,0 +1,219 @@
+//! The Responses API face (`/v1/responses`): the same loop as Chat Completions, its
+//! request translated (`input`), its events rendered as a `response` object
+//! (`output`) or as the Responses event stream (`stream`), and the response with its
+//! conversation kept for `previous_response_id` (`stored`).
+
+mod input;
+mod output;
+mod stored;
+mod stream;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, http};
+use futures::{Stream, StreamExt};
+use http::HeaderValue;
+use serde_json::{Value, json};
+
+use super::commit::{self, Started};
+use super::extract::JsonBody;
+use super::handlers::{authorize, labelled, off_record, progress};
+use super::{AppState, ModelLabel};
+use crate::agent::{Events, Turn};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::openai::Message;
+use crate::openai::responses::ResponsesRequest;
+use crate::store::Store;
+use output::{End, Shell};
+use stored::Stored;
+use stream::{Out, StreamFace};
+
+/// `POST /v1/responses`.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    headers: http::HeaderMap,
+    JsonBody(request): JsonBody<ResponsesRequest>,
+) -> Response {
+    let label = state.config.models.get(&request.model).map(|m| ModelLabel(m.name.clone()));
+    labelled(respond(&state, caller, request, &headers).await, label)
+}
+
+/// `GET /v1/responses/{id}`: a stored response, to the key that made it.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match stored::load(&state.agent.store, &caller, &id).await? {
+        Some(stored) => Ok(Json(stored.response).into_response()),
+        None => Err(ApiError::ResponseNotFound(id)),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Arc<Caller>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if stored::delete(&state.agent.store, &caller, &id).await? {
+        Ok(Json(json!({"id": id, "object": "response", "deleted": true})).into_response())
+    } else {
+        Err(ApiError::ResponseNotFound(id))
+    }
+}
+
+async fn respond(
+    state: &AppState,
+    caller: Arc<Caller>,
+    request: ResponsesRequest,
+    headers: &http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let model = authorize(state, &caller, state.config.models.get(&request.model).cloned(), &request.model)?;
+    let progress = progress(headers, &caller, &model)?;
+    let store = &state.agent.store;
+    let history = match &request.previous_response_id {
+        Some(id) => match stored::load(store, &caller, id).await? {
+            Some(previous) => previous.messages,
+            None => return Err(ApiError::ResponseNotFound(id.clone())),
+        },
+        None => Vec::new(),
+    };
+    let history_len = history.len();
+    let translated = input::translate(&request, history)?;
+    // What the stored conversation starts from: the history and this input, without
+    // the instructions.
+    let mut conversation = Vec::new();
+    if request.stores() {
+        let messages = &translated.chat.messages;
+        let skip = messages.len() - history_len - translated.input.len();
+        conversation = messages[skip..].to_vec();
+    }
+    let shell = Shell::new(&request, request.stores());
+    let keep = request.stores().then(|| Keeper {
+        store: store.clone(),
+        caller: caller.clone(),
+        conversation,
+        ttl: state.config.responses.ttl,
+    });
+    let turn = Turn { caller, model, request: translated.chat, off_record: off_record(headers) };
+    let mut events = state.agent.run(turn).await?;
+    let Started { target, attempts, early } = commit::started(&mut events).await?;
+    let mut response = if request.stream {
+        let events: Events = Box::pin(futures::stream::iter(early).chain(events));
+        let face = StreamFace::new(shell, progress);
+        let guard = state.metrics.stream_opened();
+        let events = sse(face, events, keep).map(move |event| {
+            // The guard lives as long as the stream (the active-streams gauge).
+            let _ = &guard;
+            Ok::<_, Infallible>(event)
+        });
+        let keepalive = KeepAlive::new().interval(state.config.server.keepalive).text("keep-alive");
+        let mut response = Sse::new(events).keep_alive(keepalive).into_response();
+        response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+        response
+    } else {
+        let finished = commit::finished(events).await?;
+        let mut shell = shell;
+        let items = output::items(&finished);
+        let (status, incomplete) = output::outcome(&finished);
+        let end = || End { usage: finished.usage.clone(), incomplete, error: None };
+        let output = || items.iter().map(|i| i.to_json(true)).collect();
+        let mut body = shell.object(status, output(), end());
+        if let Some(keep) = keep
+            && !keep.keep(finished.message.clone(), body.clone()).await
+        {
+            shell.unstored();
+            body = shell.object(status, output(), end());
+        }
+        Json(body).into_response()
+    };
+    let headers = response.headers_mut();
+    if let Some(value) = target.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+        headers.insert("x-lariat-upstream", value);
+    }
+    headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
+    Ok(response)
+}
+
+/// Keeps a finished response and its conversation.
+struct Keeper {
+    store: Store,
+    caller: Arc<Caller>,
+    /// The conversation before the answer.
+    conversation: Vec<Message>,
+    ttl: std::time::Duration,
+}
+
+impl Keeper {
+    /// Whether it was kept. A store that refuses costs the client the continuation,
+    /// never the answer.
+    async fn keep(self, answer: Message, response: Value) -> bool {
+        let Self { store, caller, mut conversation, ttl } = self;
+        conversation.push(answer);
+        let id = response["id"].as_str().unwrap_or_default().to_owned();
+        match stored::save(&store, &Stored::new(&caller, conversation, response), ttl).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, id, "the response could not be stored; it cannot be continued or fetched");
+                false
+            }
+        }
+    }
+}
+
+/// The stream's events as SSE: rendered, numbered, kept at the end.
+fn sse(face: StreamFace, events: Events, keep: Option<Keeper>) -> impl Stream<Item = SseEvent> + Send {
+    let mut face = face;
+    let start = face.start();
+    let state = Pipe { face, events, keep, ended: false };
+    let rest = futures::stream::unfold(state, |mut pipe| async move {
+        if pipe.ended {
+            return None;
+        }
+        loop {
+            let Some(event) = pipe.events.next().await else {
+                pipe.ended = true;
+                pipe.face.fail(&ApiError::Internal("the loop ended without an answer".into()));
+                return Some((pipe.face_out(), pipe));
+            };
+            let (mut outs, ending) = pipe.face.render(event);
+            pipe.ended = outs.last().is_some_and(|o| o.kind == "response.failed");
+            if let Some(ending) = ending {
+                pipe.ended = true;
+                if let Some(keep) = pipe.keep.take()
+                    && !keep.keep(ending.message, ending.response).await
+                    && let Some(last) = outs.last_mut()
+                {
+                    last.data["response"]["store"] = json!(false);
+                }
+            }
+            if !outs.is_empty() || pipe.ended {
+                return Some((outs, pipe));
+            }
+        }
+    });
+    futures::stream::iter(start)
+        .chain(rest.flat_map(futures::stream::iter))
+        .map(|Out { kind, data }| SseEvent::default().event(kind).data(data.to_string()))
+}
+
+struct Pipe {
+    face: StreamFace,
+    events: Events,
+    keep: Option<Keeper>,
+    ended: bool,
+}
+
+impl Pipe {
+    fn face_out(&mut self) -> Vec<Out> {
+        self.face.drain()
+    }
+}
