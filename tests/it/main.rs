@@ -18,6 +18,7 @@ mod api;
 mod auth;
 mod bounds;
 mod cli;
+mod clients;
 mod compaction;
 mod confirm;
 mod errors;

@@ -42,3 +42,41 @@ async fn official_python_sdk_works_against_lariat() {
     assert!(error.contains("mock/gpt-test"), "{error}");
     assert_eq!(mock.received()[0].body["temperature"], 0.5);
 }
+
+/// The SDK's `responses.create` (plain, streamed with its event helpers, a function
+/// tool round trip with `previous_response_id`), `retrieve` and `delete`.
+#[tokio::test]
+async fn official_python_sdk_speaks_the_responses_api() {
+    let Some(python) = venv_program("python", &["-c", "import openai"]) else { return };
+    let mock = MockUpstream::start().await;
+    mock.push(Reply::text("Hello."));
+    mock.push(Reply::stream_with_usage(&["Str", "eamed."]));
+    mock.push(Reply::tool_calls(&[("call_1", "get_weather", r#"{"city":"Oslo"}"#)]));
+    mock.push(Reply::text("Clear skies in Oslo."));
+    let lariat = Lariat::start(&config(&mock, "")).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/responses_client.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("LARIAT_URL", format!("{}/v1", lariat.url))
+        .env("LARIAT_KEY", ALICE)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let expected = serde_json::json!({
+        "plain": {"text": "Hello.", "model": "assistant", "status": "completed", "input_tokens": 10, "output_tokens": 5},
+        "stream": {"deltas": ["Str", "eamed."], "first": "response.created", "last": "response.completed",
+                   "text": "Streamed.", "total_tokens": 15},
+        "call": {"name": "get_weather", "arguments": {"city": "Oslo"}},
+        "answered": "Clear skies in Oslo.",
+        "fetched": "Clear skies in Oslo.",
+        "after_delete": 404,
+    });
+    assert_eq!(result, expected);
+    let last = mock.last_body();
+    let tool = last["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
+    assert_eq!(tool["content"], r#"{"sky": "clear"}"#, "{last}");
+    assert_eq!(last["messages"][1]["tool_calls"][0]["id"], "call_1");
+}
