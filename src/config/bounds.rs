@@ -167,3 +167,13 @@ pub(super) fn store(c: &mut Checker, s: raw::RawStore) -> (Store, StoreLimits) {
     };
     (store, limits)
 }
+
+/// Stored responses may outlive a day (clients continue conversations the next
+/// week), but not by more than the API's own 30 days.
+pub(super) fn responses(c: &mut Checker, raw: &raw::RawResponses) -> Responses {
+    const MAX: u64 = 30 * 86_400;
+    if raw.ttl_s == 0 || raw.ttl_s > MAX {
+        c.err("responses.ttl_s", format!("must be a number of seconds between 1 and {MAX}, got {}", raw.ttl_s));
+    }
+    Responses { ttl: Duration::from_secs(raw.ttl_s.clamp(1, MAX)) }
+}

@@ -204,3 +204,14 @@ fn stdio_servers_get_a_minimal_environment_plus_what_is_passed() {
         errors(&format!("{BASE}\n[tools.mcp.web]\nurl = \"http://127.0.0.1:1/mcp\"\nenv_passthrough = [\"X\"]\n"));
     assert!(bad.iter().any(|(k, r)| k == "tools.mcp.web.env_passthrough" && r.contains("stdio")), "{bad:?}");
 }
+
+#[test]
+fn stored_responses_keep_a_week_unless_told_within_thirty_days() {
+    assert_eq!(load(BASE).unwrap().responses.ttl, Duration::from_secs(7 * 86_400));
+    let day = load(&format!("{BASE}\n[responses]\nttl_s = 86400\n")).unwrap();
+    assert_eq!(day.responses.ttl, Duration::from_secs(86_400));
+    for bad in ["0", "2592001"] {
+        let errors = errors(&format!("{BASE}\n[responses]\nttl_s = {bad}\n"));
+        assert!(errors.iter().any(|(k, r)| k == "responses.ttl_s" && r.contains("2592000")), "{errors:?}");
+    }
+}

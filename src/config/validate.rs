@@ -145,7 +145,7 @@ pub fn validate(
         no_words: words(raw.confirm.no_words, DEFAULT_NO),
     };
     let (store, store_limits) = bounds::store(&mut c, raw.store);
-    let responses = responses(&mut c, &raw.responses);
+    let responses = bounds::responses(&mut c, &raw.responses);
     if models.is_empty() {
         c.err("models", "no virtual models are defined; add a [models.<name>] section with a chain");
     }
@@ -169,16 +169,6 @@ pub fn validate(
     } else {
         Err(c.errors)
     }
-}
-
-/// Stored responses may outlive a day (clients continue conversations the next
-/// week), but not by more than the API's own 30 days.
-fn responses(c: &mut Checker, raw: &raw::RawResponses) -> Responses {
-    const MAX: u64 = 30 * 86_400;
-    if raw.ttl_s == 0 || raw.ttl_s > MAX {
-        c.err("responses.ttl_s", format!("must be a number of seconds between 1 and {MAX}, got {}", raw.ttl_s));
-    }
-    Responses { ttl: Duration::from_secs(raw.ttl_s.clamp(1, MAX)) }
 }
 
 fn compaction(c: &mut Checker, providers: &BTreeMap<String, Arc<Provider>>, raw: raw::RawCompaction) -> Compaction {
