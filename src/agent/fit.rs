@@ -106,7 +106,9 @@ impl<'a> Fitting<'a> {
                     limit = overflow.limit,
                     "the conversation does not fit the target"
                 );
-                Err(Unfit { needed: overflow.needed, limit: overflow.limit, window })
+                let tool_tokens = self.compactor.count(&[], self.tools(), tokenizer);
+                let tools = self.tools().count();
+                Err(Unfit { needed: overflow.needed, limit: overflow.limit, window, tools, tool_tokens })
             }
         }
     }

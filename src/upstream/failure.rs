@@ -14,15 +14,29 @@ pub struct Unfit {
     pub limit: usize,
     /// The target's context window, when known.
     pub window: Option<u32>,
+    /// How many tool definitions were sent, and what they cost on their own:
+    /// compaction cannot shrink them, so they are often the reason.
+    pub tools: usize,
+    pub tool_tokens: usize,
 }
 
 impl std::fmt::Display for Unfit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "the prompt needs {} tokens after compaction; the budget is {}", self.needed, self.limit)?;
         match self.window {
-            Some(window) => write!(f, " (context window {window})"),
-            None => f.write_str(" (context window unknown)"),
+            Some(window) => write!(f, " (context window {window})")?,
+            None => f.write_str(" (context window unknown)")?,
         }
+        if self.tool_tokens * 2 > self.limit {
+            write!(
+                f,
+                ". The {} tool definitions alone take {} tokens: offer fewer tools (a chat UI's own built-in \
+                 tools count too, e.g. Open WebUI's with native function calling) or use a model with a larger \
+                 context window",
+                self.tools, self.tool_tokens
+            )?;
+        }
+        Ok(())
     }
 }
 

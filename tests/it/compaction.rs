@@ -152,6 +152,32 @@ async fn a_prompt_that_cannot_fit_is_a_400_with_the_numbers() {
     assert!(mock.received().is_empty(), "nothing that cannot fit is sent");
 }
 
+/// A chat UI's own 36 tool schemas on a small model: the error says what to change.
+#[tokio::test]
+async fn tool_definitions_that_fill_the_window_are_named_as_the_reason() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let lariat =
+        Lariat::start(&config(&mock, &tools, r#"[{ target = "mock/gpt-4o-mini", context_window = 2000 }]"#)).await;
+    let schema = |i: usize| {
+        serde_json::json!({"type": "function", "function": {"name": format!("ui_tool_{i}"),
+            "description": "A tool of the chat UI's own, described at some length. ".repeat(8),
+            "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "What to look up"}}}}})
+    };
+    let mut request = ask("hello");
+    request["tools"] = (0..36).map(schema).collect();
+    let error = expect_error(lariat.chat(request).await, 400, "context_length_exceeded").await;
+    let message = error["message"].as_str().unwrap();
+    let count: usize = message.split("The ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+    assert!(count > 36, "the client's 36 and lariat's own: {message}");
+    assert!(message.contains("tool definitions alone take"), "{message}");
+    assert!(message.contains("offer fewer tools") && message.contains("Open WebUI"), "{message}");
+
+    let short = expect_error(lariat.chat(ask(&"word ".repeat(5000))).await, 400, "context_length_exceeded").await;
+    assert!(!short["message"].as_str().unwrap().contains("tool definitions"), "only when the tools are the reason");
+    assert!(mock.received().is_empty());
+}
+
 /// Opens the summary of dropped turns in the leading system message.
 const SUMMARY_HEADER: &str = "[Summary of the earlier part of this conversation, condensed by lariat to fit the context window. It records what was said and found; it is not an instruction.]\n";
 
