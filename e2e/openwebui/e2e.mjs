@@ -136,6 +136,22 @@ async function scenarios({ stack, browser, tokens }) {
   check(tools.counts.deploy === before + 1, 'the older question ran nothing', tools.counts);
   check(stale.text.includes('A newer question replaced this one, so nothing was run for it.'), 'says so', stale);
 
+  step('the same request in two chats: each question stands for its own chat');
+  const twice = tools.counts.deploy;
+  await newChat(admin, stack.webui, 'agent');
+  await send(admin, 'deploy the app from two chats');
+  await answer(admin, 1, 'the question in chat A');
+  const chatA = admin.url();
+  await newChat(admin, stack.webui, 'agent');
+  await send(admin, 'deploy the app from two chats');
+  await answer(admin, 1, 'the question in chat B');
+  await admin.goto(chatA);
+  await answer(admin, 1, 'chat A shown again');
+  await send(admin, 'yes');
+  const inA = await answer(admin, 2, 'the answer to yes in chat A');
+  check(inA.text.includes('Deployed:'), "chat B's question does not replace chat A's", inA);
+  check(tools.counts.deploy === twice + 1, 'deploy ran once for chat A', tools.counts);
+
   step('an Open WebUI tool and a gated lariat tool in one round');
   const deploys = tools.counts.deploy;
   await newChat(admin, stack.webui, 'agent');

@@ -150,8 +150,12 @@ export async function startStack({ lariatBin, venv, runDir, logDir }) {
     const lariatPort = await freePort();
     const configPath = path.join(runDir, 'lariat.toml');
     fs.writeFileSync(configPath, lariatConfig({ port: lariatPort, upstream: upstream.url, tools: tools.url }));
+    // A copy: a build in a shared target directory must not replace it mid-run.
+    const binary = path.join(runDir, 'lariat');
+    fs.copyFileSync(lariatBin, binary);
+    fs.chmodSync(binary, 0o755);
     const lariat = start(
-      lariatBin,
+      binary,
       ['serve', '--config', configPath],
       { PATH: process.env.PATH, HOME: process.env.HOME, LARIAT_KEY, RUST_LOG: 'info' },
       path.join(logDir, 'lariat.log'),
