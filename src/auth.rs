@@ -25,6 +25,9 @@ pub struct Caller {
     pub key_id: String,
     /// The key takes its person from these headers.
     forwarded: Option<Arc<Forwarded>>,
+    /// The frontend's conversation (Open WebUI's chat id), when it names one: the
+    /// same request in two chats is then two questions, neither replacing the other.
+    pub conversation: Option<String>,
 }
 
 impl Caller {
@@ -43,6 +46,7 @@ impl Caller {
             progress: None,
             key_id: "anonymous".into(),
             forwarded: None,
+            conversation: None,
         }
     }
 }
@@ -78,6 +82,7 @@ impl Keys {
                     progress: k.progress,
                     key_id: hex::encode(&k.sha256[..8]),
                     forwarded: k.forwarded.clone().map(Arc::new),
+                    conversation: None,
                 };
                 (k.sha256, Arc::new(caller))
             })
@@ -125,6 +130,7 @@ impl Keys {
             progress: caller.progress,
             key_id,
             forwarded: None,
+            conversation: forwarded.conversation_header.as_deref().and_then(header).map(str::to_owned),
         })
     }
 
@@ -177,6 +183,7 @@ mod tests {
             user_headers: vec!["x-openwebui-user-email".into(), "x-openwebui-user-id".into()],
             role_header: Some("x-openwebui-user-role".into()),
             role_access: BTreeMap::from([("admin".into(), Access::Admin), ("user".into(), Access::User)]),
+            conversation_header: Some("x-openwebui-chat-id".into()),
         };
         let webui = Key { access: Access::User, forwarded: Some(forwarded), ..key("sk-webui-key", "webui", None) };
         let users = BTreeMap::from([(

@@ -92,7 +92,8 @@ impl Engine {
     /// must not run the same action a second time.
     async fn supersede(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         let store = &self.agent.store;
-        let latest = confirm::latest_key(&checkpoint.key_id, &fingerprint(checkpoint));
+        let conversation = self.caller.conversation.as_deref();
+        let latest = confirm::latest_key(&checkpoint.key_id, &fingerprint(checkpoint, conversation));
         let older = store.take(&latest).await?;
         store.put(&latest, checkpoint.id.clone().into_bytes(), self.agent.settings.gate.ttl).await?;
         let Some(older) = older.and_then(|b| String::from_utf8(b).ok()).filter(|o| *o != checkpoint.id) else {
@@ -312,8 +313,9 @@ impl Agent {
 }
 
 /// The conversation before the round (without the leading instructions, which carry
-/// the time of day) and the held calls: the same for a regenerated question.
-fn fingerprint(checkpoint: &Checkpoint) -> String {
+/// the time of day) and the held calls: the same for a regenerated question. A chat
+/// id the frontend forwards is part of it: two chats opening alike are not one.
+fn fingerprint(checkpoint: &Checkpoint, conversation: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let messages = &checkpoint.messages;
     let skip = usize::from(
@@ -323,6 +325,11 @@ fn fingerprint(checkpoint: &Checkpoint) -> String {
     );
     let mut hash = Sha256::new();
     hash.update(checkpoint.model.as_bytes());
+    if let Some(conversation) = conversation {
+        // Length-prefixed, so no chat id can run into the messages that follow.
+        hash.update(conversation.len().to_le_bytes());
+        hash.update(conversation.as_bytes());
+    }
     for message in &messages[skip..] {
         hash.update(serde_json::to_vec(&(message.role, &message.content)).unwrap_or_default());
         for call in message.calls() {

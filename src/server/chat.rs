@@ -149,6 +149,7 @@ impl StreamFace {
         match self.progress {
             Progress::Off => None,
             Progress::Status => {
+                let line = progress::plain(&line);
                 let chunk = ChatChunk::event(json!({"type": "status", "data": {"description": line, "done": false}}));
                 self.status = Some(line);
                 Some(chunk)
@@ -341,12 +342,12 @@ mod tests {
         assert_eq!(status[0]["choices"], json!([]));
         assert_eq!(
             status[0]["event"],
-            json!({"type": "status", "data": {"description": "Running `lookup`…", "done": false}})
+            json!({"type": "status", "data": {"description": "Running lookup…", "done": false}})
         );
         assert_eq!(status[0]["id"], "c");
         let finished = Finished::plain(Message::assistant(Content::None, Vec::new()));
         let end = render(&mut face, Event::Finished(Box::new(finished)));
-        assert_eq!(end[0]["event"]["data"], json!({"description": "Running `lookup`…", "done": true}));
+        assert_eq!(end[0]["event"]["data"], json!({"description": "Running lookup…", "done": true}));
         assert_eq!(end[1]["choices"][0]["finish_reason"], "stop");
     }
 

@@ -31,6 +31,12 @@ pub fn line(event: &Event) -> Option<String> {
     })
 }
 
+/// The line for a place that shows text as it is, such as Open WebUI's status line
+/// (it does not render markdown there, so the backticks around names would show).
+pub fn plain(line: &str) -> String {
+    line.replace('`', "")
+}
+
 fn seconds(duration: Duration) -> String {
     format!("{:.1} s", duration.as_secs_f64())
 }
@@ -55,5 +61,6 @@ mod tests {
         assert_eq!(line(&Event::RoundStarted { round: 2 }).unwrap(), "Thinking (round 2)…");
         assert_eq!(line(&Event::HandedOver { to: "gpt4o".into() }).unwrap(), "Writing the answer with `gpt4o`…");
         assert_eq!(line(&Event::Suspended { calls: Vec::new() }), None);
+        assert_eq!(plain(&line(&done).unwrap()), "fetch_url done in 1.2 s");
     }
 }

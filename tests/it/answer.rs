@@ -101,7 +101,7 @@ async fn a_stream_carries_only_the_answer_model_s_words() {
     assert_eq!(finish["lariat"]["upstream"], "strong/big");
     assert_eq!(events.last().unwrap()["usage"]["total_tokens"], 45);
     let statuses: Vec<&str> = events.iter().filter_map(|e| e["event"]["data"]["description"].as_str()).collect();
-    assert!(statuses.contains(&"Writing the answer with `writers`…"), "the hand-over is visible: {statuses:?}");
+    assert!(statuses.contains(&"Writing the answer with writers…"), "the hand-over is visible: {statuses:?}");
     let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one id for the whole response");
 }

@@ -80,3 +80,58 @@ async fn only_the_person_who_was_asked_can_say_yes() {
     assert_eq!(alice["choices"][0]["message"]["content"], "Echoed.");
     assert_eq!(tools.hits("/echo").len(), 1);
 }
+
+async fn in_chat(lariat: &Lariat, chat: &str, body: &Value) -> Value {
+    lariat
+        .post("/v1/chat/completions", Some(WEBUI))
+        .header("X-OpenWebUI-User-Email", "alice@example.com")
+        .header("X-OpenWebUI-User-Role", "user")
+        .header("X-OpenWebUI-Chat-Id", chat)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn yes_to(question: &Value) -> Value {
+    let asked = question["choices"][0]["message"]["content"].as_str().unwrap();
+    json!({"model": "agent", "messages": [
+        {"role": "user", "content": "echo hi"},
+        {"role": "assistant", "content": asked},
+        {"role": "user", "content": "yes"}
+    ]})
+}
+
+/// The chat id names the conversation: the same request in two chats is two
+/// questions that each stand, while a question asked again in one chat (regenerate)
+/// replaces the older one there.
+#[tokio::test]
+async fn the_same_request_in_two_chats_asks_two_questions() {
+    let (mock, tools, lariat) = setup().await;
+    let ask_in = async |chat: &str| {
+        mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
+        mock.push(Reply::text("Shall I echo hi?"));
+        in_chat(&lariat, chat, &ask("echo hi")).await
+    };
+    let first = ask_in("chat-a").await;
+    let other_chat = ask_in("chat-b").await;
+    let regenerated = ask_in("chat-b").await;
+
+    mock.push(Reply::text("Echoed."));
+    let answer = in_chat(&lariat, "chat-a", &yes_to(&first)).await;
+    assert_eq!(answer["choices"][0]["message"]["content"], "Echoed.", "another chat's question does not replace it");
+    assert_eq!(tools.hits("/echo").len(), 1);
+
+    let stale = in_chat(&lariat, "chat-b", &yes_to(&other_chat)).await;
+    let text = stale["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with("A newer question replaced this one"), "regenerated in its own chat: {text}");
+    assert_eq!(tools.hits("/echo").len(), 1);
+
+    mock.push(Reply::text("Echoed again."));
+    let answer = in_chat(&lariat, "chat-b", &yes_to(&regenerated)).await;
+    assert_eq!(answer["choices"][0]["message"]["content"], "Echoed again.");
+    assert_eq!(tools.hits("/echo").len(), 2, "once per chat");
+}
