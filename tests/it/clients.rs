@@ -51,7 +51,13 @@ async fn the_vercel_ai_sdk_default_provider_speaks_responses_to_lariat() {
     let mock = MockUpstream::start().await;
     mock.push(Reply::text("Hello."));
     mock.push(Reply::stream_with_usage(&["Str", "eamed."]));
-    mock.push(Reply::tool_calls(&[("call_1", "get_weather", r#"{"city":"Oslo"}"#)]));
+    // Words before the call: the SDK (storing responses, its default) refers to them
+    // by id in the next step instead of repeating them.
+    let call = json!([{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": r#"{"city":"Oslo"}"#}}]);
+    mock.push(Reply::completion(
+        json!({"role": "assistant", "content": "Checking.", "tool_calls": call}),
+        "tool_calls",
+    ));
     mock.push(Reply::text("Clear in Oslo."));
     let lariat = Lariat::start(&config(&mock, "")).await;
     let result = json_out(&run("node", &[&script("node/vercel.mjs")], &lariat, &[]).await);
@@ -65,6 +71,8 @@ async fn the_vercel_ai_sdk_default_provider_speaks_responses_to_lariat() {
     let tool = last["messages"].as_array().unwrap().iter().find(|m| m["role"] == "tool").unwrap().clone();
     assert_eq!(tool["tool_call_id"], "call_1", "{last}");
     assert!(tool["content"].as_str().unwrap().contains("clear"), "{last}");
+    let said = last["messages"].as_array().unwrap().iter().find(|m| m["role"] == "assistant").unwrap().clone();
+    assert_eq!(said["content"], "Checking.", "the referenced words came back: {last}");
 }
 
 /// `codex exec` with lariat as a `wire_api = "responses"` provider: the model asks

@@ -284,3 +284,42 @@ async fn server_tools_and_progress_in_a_stream() {
     assert_eq!(done["usage"]["total_tokens"], 30, "both rounds");
     assert_eq!(tools.hits("/echo").len(), 1);
 }
+
+/// Parallel client calls whose deltas interleave, from an upstream that repeats
+/// each call's id on every delta: one item per call, each with its own arguments.
+#[tokio::test]
+async fn interleaved_parallel_calls_keep_their_own_arguments() {
+    let (mock, _tools, lariat) = setup("tools = []").await;
+    let call = |index: u32, id: Option<&str>, name: Option<&str>, args: &str| {
+        let mut call = json!({"index": index, "function": {"arguments": args}});
+        if let Some(id) = id {
+            call["id"] = json!(id);
+            call["type"] = json!("function");
+        }
+        if let Some(name) = name {
+            call["function"]["name"] = json!(name);
+        }
+        Step::Data(chunk(json!({"tool_calls": [call]}), None))
+    };
+    mock.push(Reply::Sse(vec![
+        Step::Data(chunk(json!({"role": "assistant", "content": null}), None)),
+        call(0, Some("c_a"), Some("a"), ""),
+        call(1, Some("c_b"), Some("b"), "{\"y\""),
+        call(0, Some("c_a"), None, "{\"x\":1}"),
+        call(1, None, None, ":2}"),
+        Step::Data(chunk(json!({}), Some("tool_calls"))),
+        Step::Data("[DONE]".into()),
+    ]));
+    let tools = json!([{"type": "function", "name": "a"}, {"type": "function", "name": "b"}]);
+    let events = events(&lariat, json!({"model": "agent", "input": "both", "tools": tools, "stream": true})).await;
+    let done = &events.last().unwrap()["response"];
+    let calls: Vec<(&str, &str)> = done["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["call_id"].as_str().unwrap(), i["arguments"].as_str().unwrap()))
+        .collect();
+    assert_eq!(calls, [("c_a", "{\"x\":1}"), ("c_b", "{\"y\":2}")], "{done}");
+    let added = kinds(&events).iter().filter(|k| **k == "response.output_item.added").count();
+    assert_eq!(added, 2, "a repeated id opens no new item");
+}

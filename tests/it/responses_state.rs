@@ -173,3 +173,26 @@ async fn a_denial_or_a_typed_yes_without_storage() {
     assert_eq!(foreign.status(), 200);
     assert_eq!(tools.hits("/echo").len(), 1, "only the key that was asked can approve");
 }
+
+/// A client that stores responses may refer to their output items by id.
+#[tokio::test]
+async fn item_references_resolve_to_the_key_s_own_stored_items() {
+    let (mock, _tools, lariat) = setup("tools = []").await;
+    mock.push(Reply::text("Noted: blue."));
+    let first = respond(&lariat, json!({"model": "agent", "input": "My colour is blue."})).await;
+    let said = first["output"][0]["id"].clone();
+    mock.push(Reply::text("Blue."));
+    let input = json!([{"role": "user", "content": "My colour is blue."}, {"type": "item_reference", "id": said},
+                       {"role": "user", "content": "Which colour?"}]);
+    respond(&lariat, json!({"model": "agent", "input": input.clone(), "store": false})).await;
+    let messages = mock.last_body()["messages"].clone();
+    let roles: Vec<&str> = messages.as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user"], "{messages}");
+    assert_eq!(messages[1], json!({"role": "assistant", "content": "Noted: blue."}));
+
+    let foreign = create(&lariat, CAROL, &json!({"model": "agent", "input": input})).await;
+    let error = expect_error(foreign, 400, "invalid_request").await;
+    assert_eq!(error["param"], "input[1].id", "another key's item does not exist for it");
+    let made_up = json!({"model": "agent", "input": [{"type": "item_reference", "id": "msg_nothing"}]});
+    expect_error(create(&lariat, ALICE, &made_up).await, 400, "invalid_request").await;
+}

@@ -22,11 +22,12 @@ const UNSUPPORTED: [(&str, &str); 3] = [
     ("prompt", "stored prompt templates are not supported; send the instructions and input"),
 ];
 
-/// What the loop runs, and what of it is new in this request.
+/// What the loop runs.
 pub struct Translated {
     pub chat: ChatRequest,
-    /// The input's own messages, to be kept with the answer for the next request.
-    pub input: Vec<Message>,
+    /// How many leading messages are this request's instructions (0 or 1): the
+    /// conversation kept for the next request starts after them.
+    pub instructions: usize,
 }
 
 /// Translates `request`; `history` is the stored conversation `previous_response_id`
@@ -46,8 +47,9 @@ pub fn translate(request: &ResponsesRequest, history: Vec<Message>) -> Result<Tr
     if let Some(instructions) = request.instructions.as_deref().filter(|i| !i.is_empty()) {
         messages.push(Message::new(Role::System, instructions.to_owned()));
     }
+    let instructions = messages.len();
     messages.extend(history);
-    messages.extend(items.messages.iter().cloned());
+    messages.extend(items.messages);
     if messages.is_empty() && items.approval.is_none() {
         return Err(ApiError::bad_request("`input` must contain at least one item", Some("input")));
     }
@@ -67,7 +69,7 @@ pub fn translate(request: &ResponsesRequest, history: Vec<Message>) -> Result<Tr
         tool_choice: request.tool_choice.as_ref().map(tool_choice).transpose()?,
         rest,
     };
-    Ok(Translated { chat, input: items.messages })
+    Ok(Translated { chat, instructions })
 }
 
 #[derive(Default)]
@@ -141,7 +143,12 @@ fn read_items(items: &[Value]) -> Result<Items, ApiError> {
             // The question's words (with their marker) are in the message beside it;
             // reasoning items are progress lariat showed, never part of the conversation.
             "mcp_approval_request" | "reasoning" => {}
-            "item_reference" if item.get("id").and_then(Value::as_str).is_some_and(|id| id.starts_with("rs_")) => {}
+            // What stays of references once those to stored items were resolved.
+            "item_reference"
+                if item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.starts_with("rs_") || id.starts_with(APPROVAL_PREFIX)) => {}
             other => {
                 return Err(ApiError::bad_request(
                     format!("input items of type `{other}` are not supported by lariat"),

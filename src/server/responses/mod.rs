@@ -28,11 +28,11 @@ use crate::agent::{Events, Turn};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openai::Message;
-use crate::openai::responses::ResponsesRequest;
+use crate::openai::responses::{Input, ResponsesRequest};
 use crate::store::Store;
 use output::{End, Shell};
 use stored::Stored;
-use stream::{Out, StreamFace};
+use stream::{After, Out, StreamFace};
 
 /// `POST /v1/responses`.
 pub async fn create(
@@ -73,7 +73,7 @@ pub async fn delete(
 async fn respond(
     state: &AppState,
     caller: Arc<Caller>,
-    request: ResponsesRequest,
+    mut request: ResponsesRequest,
     headers: &http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let model = authorize(state, &caller, state.config.models.get(&request.model).cloned(), &request.model)?;
@@ -86,21 +86,19 @@ async fn respond(
         },
         None => Vec::new(),
     };
-    let history_len = history.len();
-    let translated = input::translate(&request, history)?;
-    // What the stored conversation starts from: the history and this input, without
-    // the instructions.
-    let mut conversation = Vec::new();
-    if request.stores() {
-        let messages = &translated.chat.messages;
-        let skip = messages.len() - history_len - translated.input.len();
-        conversation = messages[skip..].to_vec();
+    let mut input = request.input.take();
+    if let Some(Input::Items(items)) = &mut input {
+        stored::resolve_references(store, &caller, items).await?;
     }
+    request.input = input;
+    let translated = input::translate(&request, history)?;
     let shell = Shell::new(&request, request.stores());
     let keep = request.stores().then(|| Keeper {
         store: store.clone(),
         caller: caller.clone(),
-        conversation,
+        id: shell.id.clone(),
+        // The conversation so far, without this request's instructions.
+        conversation: translated.chat.messages[translated.instructions..].to_vec(),
         ttl: state.config.responses.ttl,
     });
     let turn = Turn { caller, model, request: translated.chat, off_record: off_record(headers) };
@@ -122,7 +120,7 @@ async fn respond(
     } else {
         let finished = commit::finished(events).await?;
         let mut shell = shell;
-        let items = output::items(&finished);
+        let items = output::items(&shell, &finished);
         let (status, incomplete) = output::outcome(&finished);
         let end = || End { usage: finished.usage.clone(), incomplete, error: None };
         let output = || items.iter().map(|i| i.to_json(true)).collect();
@@ -147,6 +145,8 @@ async fn respond(
 struct Keeper {
     store: Store,
     caller: Arc<Caller>,
+    /// The response's id.
+    id: String,
     /// The conversation before the answer.
     conversation: Vec<Message>,
     ttl: std::time::Duration,
@@ -156,10 +156,9 @@ impl Keeper {
     /// Whether it was kept. A store that refuses costs the client the continuation,
     /// never the answer.
     async fn keep(self, answer: Message, response: Value) -> bool {
-        let Self { store, caller, mut conversation, ttl } = self;
+        let Self { store, caller, id, mut conversation, ttl } = self;
         conversation.push(answer);
-        let id = response["id"].as_str().unwrap_or_default().to_owned();
-        match stored::save(&store, &Stored::new(&caller, conversation, response), ttl).await {
+        match stored::save(&store, &id, &Stored::new(&caller, conversation, response), ttl).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(%error, id, "the response could not be stored; it cannot be continued or fetched");
@@ -182,17 +181,20 @@ fn sse(face: StreamFace, events: Events, keep: Option<Keeper>) -> impl Stream<It
             let Some(event) = pipe.events.next().await else {
                 pipe.ended = true;
                 pipe.face.fail(&ApiError::Internal("the loop ended without an answer".into()));
-                return Some((pipe.face_out(), pipe));
+                return Some((pipe.face.drain(), pipe));
             };
-            let (mut outs, ending) = pipe.face.render(event);
-            pipe.ended = outs.last().is_some_and(|o| o.kind == "response.failed");
-            if let Some(ending) = ending {
-                pipe.ended = true;
-                if let Some(keep) = pipe.keep.take()
-                    && !keep.keep(ending.message, ending.response).await
-                    && let Some(last) = outs.last_mut()
-                {
-                    last.data["response"]["store"] = json!(false);
+            let (mut outs, after) = pipe.face.render(event);
+            match after {
+                After::Going => {}
+                After::Failed => pipe.ended = true,
+                After::Finished(ending) => {
+                    pipe.ended = true;
+                    if let Some(keep) = pipe.keep.take()
+                        && !keep.keep(ending.message, ending.response).await
+                        && let Some(last) = outs.last_mut()
+                    {
+                        last.data["response"]["store"] = json!(false);
+                    }
                 }
             }
             if !outs.is_empty() || pipe.ended {
@@ -210,10 +212,4 @@ struct Pipe {
     events: Events,
     keep: Option<Keeper>,
     ended: bool,
-}
-
-impl Pipe {
-    fn face_out(&mut self) -> Vec<Out> {
-        self.face.drain()
-    }
 }

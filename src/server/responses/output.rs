@@ -77,6 +77,15 @@ pub fn text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
+/// The response an output item id names (see [`Shell::item_id`]).
+pub fn response_of(item_id: &str) -> Option<String> {
+    let (_, rest) = item_id.split_once('_')?;
+    let (response, index) = rest.rsplit_once('_')?;
+    let well_formed =
+        !response.is_empty() && response.bytes().all(|b| b.is_ascii_hexdigit()) && index.parse::<usize>().is_ok();
+    well_formed.then(|| format!("resp_{response}"))
+}
+
 /// One approval request item per held call, all naming the checkpoint.
 pub fn approvals(confirmation: &Confirmation) -> impl Iterator<Item = Item> + '_ {
     confirmation.held.iter().enumerate().map(|(n, call)| Item::Approval {
@@ -87,18 +96,20 @@ pub fn approvals(confirmation: &Confirmation) -> impl Iterator<Item = Item> + '_
 }
 
 /// The items of a non-streamed answer.
-pub fn items(finished: &Finished) -> Vec<Item> {
+pub fn items(shell: &Shell, finished: &Finished) -> Vec<Item> {
     let mut items = Vec::new();
     let text = finished.message.content.text();
     if !text.is_empty() {
-        items.push(Item::Message { id: new_id("msg_"), text: text.into_owned() });
+        items.push(Item::Message { id: shell.item_id("msg_", 0), text: text.into_owned() });
     }
-    items.extend(finished.message.calls().iter().map(|call| Item::FunctionCall {
-        id: new_id("fc_"),
-        call_id: call.id.clone(),
-        name: call.function.name.clone(),
-        arguments: call.function.arguments.clone(),
-    }));
+    for call in finished.message.calls() {
+        items.push(Item::FunctionCall {
+            id: shell.item_id("fc_", items.len()),
+            call_id: call.id.clone(),
+            name: call.function.name.clone(),
+            arguments: call.function.arguments.clone(),
+        });
+    }
     if let Some(confirmation) = &finished.confirmation {
         items.extend(approvals(confirmation));
     }
@@ -159,6 +170,12 @@ impl Shell {
             ("user".to_owned(), or_null(request.user.clone().map(Value::from))),
         ]);
         Self { id: new_id("resp_"), created_at: crate::clock::unix_now(), model: request.model.clone(), echo }
+    }
+
+    /// The id of the output item at `index`: it names this response, so a client
+    /// that refers to the item (`item_reference`) leads lariat to where it is kept.
+    pub fn item_id(&self, prefix: &str, index: usize) -> String {
+        format!("{prefix}{}_{index}", self.id.trim_start_matches("resp_"))
     }
 
     /// The response is not kept after all (the store refused it).

@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::input::APPROVAL_PREFIX;
+use super::output;
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::openai::Message;
 use crate::store::{Store, StoreError};
 
@@ -48,10 +51,41 @@ pub async fn load(store: &Store, caller: &Caller, id: &str) -> Result<Option<Sto
     }
 }
 
-pub async fn save(store: &Store, stored: &Stored, ttl: Duration) -> Result<(), StoreError> {
-    let id = stored.response.get("id").and_then(Value::as_str).unwrap_or_default();
+pub async fn save(store: &Store, id: &str, stored: &Stored, ttl: Duration) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(stored).map_err(|e| StoreError::Unavailable(format!("encoding a response: {e}")))?;
     store.put(&key(id), bytes, ttl).await
+}
+
+/// Replaces each `item_reference` to an output item of one of `caller`'s stored
+/// responses by that item (clients that keep responses send references instead of
+/// repeating them). References to lariat's progress and approval items stay: they
+/// carry nothing the conversation needs.
+pub async fn resolve_references(store: &Store, caller: &Caller, items: &mut [Value]) -> Result<(), ApiError> {
+    let mut loaded: Vec<(String, Option<Value>)> = Vec::new();
+    for (i, item) in items.iter_mut().enumerate() {
+        if item.get("type").and_then(Value::as_str) != Some("item_reference") {
+            continue;
+        }
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if id.starts_with("rs_") || id.starts_with(APPROVAL_PREFIX) {
+            continue;
+        }
+        let param = format!("input[{i}].id");
+        let missing =
+            || ApiError::bad_request(format!("`{id}` is no output item of a stored response of yours"), Some(&param));
+        let response_id = output::response_of(&id).ok_or_else(missing)?;
+        if !loaded.iter().any(|(r, _)| *r == response_id) {
+            let response = load(store, caller, &response_id).await?.map(|s| s.response);
+            loaded.push((response_id.clone(), response));
+        }
+        let found = loaded
+            .iter()
+            .find(|(r, _)| *r == response_id)
+            .and_then(|(_, response)| response.as_ref())
+            .and_then(|response| response["output"].as_array()?.iter().find(|o| o["id"] == id.as_str()).cloned());
+        *item = found.ok_or_else(missing)?;
+    }
+    Ok(())
 }
 
 /// Deletes the response `id` if it belongs to `caller`; whether it did.
@@ -60,4 +94,27 @@ pub async fn delete(store: &Store, caller: &Caller, id: &str) -> Result<bool, St
         return Ok(false);
     }
     Ok(store.take(&key(id)).await?.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The stored form is read by other replicas and the next release: its shape is pinned.
+    #[test]
+    fn the_stored_form_is_pinned() {
+        let stored = Stored {
+            version: VERSION,
+            key_id: "k".into(),
+            messages: vec![Message::new(crate::openai::Role::User, "hi")],
+            response: json!({"id": "resp_1"}),
+        };
+        let form = json!({"version": 1, "key_id": "k", "messages": [{"role": "user", "content": "hi"}],
+                          "response": {"id": "resp_1"}});
+        assert_eq!(serde_json::to_value(&stored).unwrap(), form);
+        let back: Stored = serde_json::from_value(form).unwrap();
+        assert_eq!((back.key_id.as_str(), back.messages.len()), ("k", 1));
+    }
 }

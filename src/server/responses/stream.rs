@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::output::{self, End, Item, Shell, new_id};
-use crate::agent::{Event, Finished};
+use crate::agent::{CallDelta, Event, Finished};
 use crate::config::Progress;
 use crate::error::ApiError;
 use crate::openai::{Content, FunctionCall, Message, ToolCall};
@@ -24,6 +24,15 @@ struct Slot {
     done: bool,
 }
 
+/// Where the stream is after an event.
+pub enum After {
+    Going,
+    /// The loop finished: the response and the turn to keep.
+    Finished(Box<Ending>),
+    /// `response.failed` was the last event.
+    Failed,
+}
+
 /// How a stream ended, for the stored copy.
 pub struct Ending {
     pub response: Value,
@@ -40,6 +49,8 @@ pub struct StreamFace {
     text: Option<usize>,
     /// The progress item being written, if any.
     reasoning: Option<usize>,
+    /// The client calls streamed so far: the upstream's call index → its slot.
+    calls: Vec<(u32, usize)>,
     /// What the model said (progress left out), for the conversation.
     said: String,
     out: Vec<Out>,
@@ -54,6 +65,7 @@ impl StreamFace {
             slots: Vec::new(),
             text: None,
             reasoning: None,
+            calls: Vec::new(),
             said: String::new(),
             out: Vec::new(),
         }
@@ -67,27 +79,27 @@ impl StreamFace {
         std::mem::take(&mut self.out)
     }
 
-    /// The events `event` makes, and, once the loop has finished, how it ended.
-    pub fn render(&mut self, event: Event) -> (Vec<Out>, Option<Ending>) {
+    /// The events `event` makes, and where that leaves the stream.
+    pub fn render(&mut self, event: Event) -> (Vec<Out>, After) {
         if self.progress != Progress::Off
-            && let Some(line) = super::super::progress::line(&event)
+            && let Some(line) = crate::server::progress::line(&event)
         {
             self.show_progress(&line);
-            return (std::mem::take(&mut self.out), None);
+            return (std::mem::take(&mut self.out), After::Going);
         }
-        let ending = match event {
+        let after = match event {
             Event::Delta(delta) => {
                 if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
                     self.write(&text, true);
                 }
                 for call in delta.calls {
-                    self.call_delta(call.id, call.name, call.arguments);
+                    self.call_delta(call);
                 }
-                None
+                After::Going
             }
             Event::ClientCall(call) => {
                 self.settle_call(&call);
-                None
+                After::Going
             }
             Event::ConfirmationAsked { text, confirmation } => {
                 self.write(&text, true);
@@ -96,16 +108,16 @@ impl StreamFace {
                     let at = self.open(item);
                     self.close(at);
                 }
-                None
+                After::Going
             }
-            Event::Finished(finished) => Some(self.finish(*finished)),
+            Event::Finished(finished) => After::Finished(Box::new(self.finish(*finished))),
             Event::Failed(error) => {
                 self.fail(&ApiError::from(error));
-                None
+                After::Failed
             }
-            _ => None,
+            _ => After::Going,
         };
-        (std::mem::take(&mut self.out), ending)
+        (std::mem::take(&mut self.out), after)
     }
 
     /// The events made but not yet taken.
@@ -163,7 +175,8 @@ impl StreamFace {
         let at = match self.text {
             Some(at) => at,
             None => {
-                let at = self.open(Item::Message { id: new_id("msg_"), text: String::new() });
+                let at =
+                    self.open(Item::Message { id: self.shell.item_id("msg_", self.slots.len()), text: String::new() });
                 self.text = Some(at);
                 at
             }
@@ -181,20 +194,32 @@ impl StreamFace {
         );
     }
 
-    fn call_delta(&mut self, id: Option<String>, name: Option<String>, arguments: Option<String>) {
-        if let Some(call_id) = id {
-            self.close_open();
-            let item = Item::FunctionCall {
-                id: new_id("fc_"),
-                call_id,
-                name: name.unwrap_or_default(),
-                arguments: String::new(),
-            };
-            self.open(item);
-        }
-        // Argument deltas belong to the call opened last (calls stream one after another).
-        let Some(at) = self.slots.iter().rposition(|s| matches!(s.item, Item::FunctionCall { .. }) && !s.done) else {
-            return;
+    fn call_delta(&mut self, call: CallDelta) {
+        let CallDelta { index, id, name, arguments } = call;
+        let open = self.calls.iter().find(|(i, _)| *i == index).map(|&(_, at)| at).filter(|&at| !self.slots[at].done);
+        let repeated = open.is_some_and(
+            |at| matches!(&self.slots[at].item, Item::FunctionCall { call_id, .. } if Some(call_id) == id.as_ref()),
+        );
+        // A new id on an index opens a call; an upstream that repeats the id (or
+        // sends none) goes on writing the call it opened.
+        let at = match (open, id) {
+            (Some(at), _) if repeated => at,
+            (_, Some(call_id)) if !call_id.is_empty() => {
+                self.close_open();
+                let item_id = self.shell.item_id("fc_", self.slots.len());
+                let item = Item::FunctionCall {
+                    id: item_id,
+                    call_id,
+                    name: name.unwrap_or_default(),
+                    arguments: String::new(),
+                };
+                let at = self.open(item);
+                self.calls.retain(|(i, _)| *i != index);
+                self.calls.push((index, at));
+                at
+            }
+            (Some(at), _) => at,
+            (None, _) => return,
         };
         if let Some(delta) = arguments.filter(|a| !a.is_empty()) {
             if let Item::FunctionCall { arguments, .. } = &mut self.slots[at].item {
@@ -231,7 +256,7 @@ impl StreamFace {
             {
                 self.close_open();
                 let item = Item::FunctionCall {
-                    id: new_id("fc_"),
+                    id: self.shell.item_id("fc_", self.slots.len()),
                     call_id: call.id.clone(),
                     name: call.function.name.clone(),
                     arguments: call.function.arguments.clone(),

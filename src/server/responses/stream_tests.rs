@@ -56,7 +56,7 @@ fn a_call_after_words_closes_the_message_and_streams_its_arguments() {
         ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
     );
     assert_eq!(outs[0].data["arguments"], "{\"a\":1}");
-    let ending = ending.unwrap();
+    let After::Finished(ending) = ending else { panic!("the loop finished") };
     assert_eq!(ending.message.content, Content::Text("Let me add.".into()));
     assert_eq!(ending.message.calls()[0].function.arguments, "{\"a\":1}");
     assert_eq!(ending.response["output"].as_array().unwrap().len(), 2);
@@ -81,7 +81,7 @@ fn progress_is_a_reasoning_item_the_conversation_never_holds() {
     assert_eq!(outs[2].kind, "response.output_item.done", "the progress item closes before the answer");
     let finished = Finished::plain(Message::assistant(Content::Text("Found.".into()), Vec::new()));
     let (_, ending) = face.render(Event::Finished(Box::new(finished)));
-    let ending = ending.unwrap();
+    let After::Finished(ending) = ending else { panic!("the loop finished") };
     assert_eq!(ending.message.content, Content::Text("Found.".into()));
     assert_eq!(ending.response["output"][0]["type"], "reasoning");
     assert_eq!(ending.response["output"][1]["content"][0]["text"], "Found.");
