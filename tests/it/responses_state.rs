@@ -196,3 +196,25 @@ async fn item_references_resolve_to_the_key_s_own_stored_items() {
     let made_up = json!({"model": "agent", "input": [{"type": "item_reference", "id": "msg_nothing"}]});
     expect_error(create(&lariat, ALICE, &made_up).await, 400, "invalid_request").await;
 }
+
+/// A store that refuses the response (here: too large for one entry) costs the
+/// continuation, never the answer; streamed or not, the response says so.
+#[tokio::test]
+async fn a_response_the_store_refuses_is_answered_and_marked_unstored() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let text = format!("{}\n[store]\nmax_entry_bytes = 2048\n", agent_config(&mock, &tools, "tools = []"));
+    let lariat = Lariat::start(&text).await;
+    let long = "many words ".repeat(300);
+    mock.push(Reply::text("Answered anyway."));
+    let response = respond(&lariat, json!({"model": "agent", "input": long})).await;
+    assert_eq!((output_text(&response).as_str(), response["store"].as_bool()), ("Answered anyway.", Some(false)));
+    let path = format!("/v1/responses/{}", response["id"].as_str().unwrap());
+    expect_error(lariat.get(&path, Some(ALICE)).send().await.unwrap(), 404, "response_not_found").await;
+
+    mock.push(Reply::stream_with_usage(&["Streamed anyway."]));
+    let events = events(&lariat, json!({"model": "agent", "input": long, "stream": true})).await;
+    let done = &events.last().unwrap()["response"];
+    assert_eq!((done["status"].as_str(), done["store"].as_bool()), (Some("completed"), Some(false)));
+    assert_eq!(events[0]["response"]["store"], true, "the intent, before the store refused");
+}
