@@ -163,6 +163,7 @@ pub fn validate(
             compaction,
             users,
             redactor,
+            warnings: Vec::new(),
         })
     } else {
         Err(c.errors)

@@ -26,8 +26,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::{OnResponse, TraceLayer};
 
 use crate::agent::{Agent, Settings};
 use crate::auth::Keys;
@@ -148,8 +147,11 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
                             tracing::info_span!("request", id = id.unwrap_or("-"), method = %req.method(), path = %req.uri().path())
                         })
                         .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::INFO))
-                        .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                        .on_response(AccessLog)
+                        // A failed request is logged once, where its error is known
+                        // (`ApiError::log`, or the SSE encoder after the start): the
+                        // trace layer's own failure line would only repeat it.
+                        .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -157,6 +159,27 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
                 })),
         )
         .with_state(state)
+}
+
+/// Marks a response to a health probe or a metrics scrape: orchestrators and
+/// Prometheus ask every few seconds, so its access-log line is DEBUG, not INFO.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe;
+
+/// The access-log line of every response: INFO, or DEBUG for a [`Probe`].
+#[derive(Debug, Clone, Copy)]
+struct AccessLog;
+
+impl<B> OnResponse<B> for AccessLog {
+    fn on_response(self, response: &http::Response<B>, latency: std::time::Duration, _: &tracing::Span) {
+        let status = response.status().as_u16();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        if response.extensions().get::<Probe>().is_some() {
+            tracing::debug!(status, latency_ms, "finished processing request");
+        } else {
+            tracing::info!(status, latency_ms, "finished processing request");
+        }
+    }
 }
 
 /// Counts every request by route, virtual model and status.
