@@ -57,7 +57,7 @@ USER lariat
 # uv keeps its settings, cache and tools under $HOME, which lariat passes to stdio
 # servers (their environment is otherwise minimal: CONFIG.md, [tools.mcp]), so the
 # settings apply to them too: Debian's python3, never a download of another. The
-# baked config's `time` server is fetched now: it starts at once, without network.
+# baked config's `time` server is fetched now, so it starts without a download.
 RUN mkdir -p /home/lariat/.config/uv \
     && printf 'python-preference = "only-system"\npython-downloads = "never"\n' > /home/lariat/.config/uv/uv.toml \
     && uvx mcp-server-time --help >/dev/null
