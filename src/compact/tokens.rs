@@ -68,10 +68,10 @@ impl Tokenizer {
         }
     }
 
-    /// Builds this tokenizer's BPE tables now. They are built on first use otherwise,
-    /// and that takes tens of milliseconds (o200k_base: about 50 ms): call this at
-    /// start-up for the tokenizers the configured models use, so that no request
-    /// pays it.
+    /// Expands this tokenizer's BPE tables now. They are expanded on first use
+    /// otherwise, and that takes a few hundred milliseconds (o200k_base: 32 MB to
+    /// inflate and decode): call this at start-up for the tokenizers the configured
+    /// models use, so that no request pays it.
     pub fn warm_up(self) {
         if let Some(bpe) = self.bpe() {
             std::hint::black_box(bpe.count("warm up"));

@@ -94,13 +94,18 @@ impl AppState {
         self.agent.tools.start();
         let tokenizers: std::collections::HashSet<Tokenizer> =
             self.config.models.values().flat_map(|m| &m.chain).map(|e| Tokenizer::for_model(&e.model)).collect();
-        let warm_up = tokio::task::spawn_blocking(move || tokenizers.into_iter().for_each(Tokenizer::warm_up));
+        // One thread per table: expanding them is CPU work of a few hundred
+        // milliseconds each, and readiness waits for the slowest, not the sum.
+        let warm_ups: Vec<_> =
+            tokenizers.into_iter().map(|t| tokio::task::spawn_blocking(move || t.warm_up())).collect();
         let state = self.clone();
         // Like the MCP supervisors, a long-lived task tied to no request: it only
         // flips the readiness flag once the first listings are done (and the BPE
         // tables are built, so no request pays for them).
         tokio::spawn(async move {
-            let _ = warm_up.await;
+            for warm_up in warm_ups {
+                let _ = warm_up.await;
+            }
             state.agent.tools.wait_listed().await;
             state.ready.store(true, Ordering::Release);
             tracing::info!("ready: every tool source has been listed");
