@@ -1,26 +1,16 @@
-//! The `lariat` command: `serve` and `check`.
+//! The `lariat` command: `serve`, `check` and `health`.
 
-use std::io::Write as _;
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use lariat::config::Access;
 use lariat::config::Config;
 use lariat::server::{self, AppState};
-use lariat::store::Store;
 use lariat::telemetry::{self, LogFormat};
-use lariat::tools::{Registry, mcp};
-
-/// `println!` that stops quietly when stdout is closed (`lariat check | head`): the
-/// reader has seen what it wanted, and the exit status still reports the config.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
 
 #[derive(Parser)]
 #[command(name = "lariat", version, about = "OpenAI-compatible gateway that runs the agent loop for its clients")]
@@ -44,15 +34,42 @@ enum Command {
     Check {
         #[arg(long, env = "LARIAT_CONFIG")]
         config: PathBuf,
+        /// Also ask every provider for its models (`GET {base_url}/models`) and say
+        /// whether it answers: ok, refused (with the status), unreachable, timeout.
+        #[arg(long)]
+        probe: bool,
+        /// Seconds each provider has to answer the probe.
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        probe_timeout: f64,
+        /// List the models and tools the key of this user gets, not the admin's.
+        #[arg(long = "as", value_name = "KEY_USER")]
+        as_user: Option<String>,
+    },
+    /// Ask a running lariat's `/health`; exit 0 if it answers 200 (for container
+    /// health checks: no curl needed).
+    Health {
+        /// Where lariat listens; default: the config's `server.listen` (0.0.0.0 asked
+        /// on 127.0.0.1) if a config is given, else 127.0.0.1:8080.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<String>,
+        #[arg(long, env = "LARIAT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+        timeout: f64,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } => check(&config),
+    let args = Cli::parse();
+    match args.command {
+        Command::Check { config, probe, probe_timeout, as_user } => {
+            let probe = probe.then(|| seconds(probe_timeout));
+            cli::check::run(&config, &cli::check::Options { probe, as_user })
+        }
+        Command::Health { addr, config, timeout } => health(addr.as_deref(), config.as_deref(), seconds(timeout)),
         Command::Serve { config } => {
-            telemetry::init_logging(cli.log_format);
+            telemetry::init_logging(args.log_format);
             match serve(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -65,108 +82,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// Validates the file, connects to every tool source, and lists what each model gets.
-fn check(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{} problem(s) found", errors.errors.len());
-            return ExitCode::FAILURE;
-        }
-    };
-    say!("{}: config ok", path.display());
-    say!("listen: {}", config.server.listen);
-    if config.keys.is_empty() {
-        say!("no [[keys]]: lariat serves without authentication, on loopback only");
-    }
-    match (&config.compaction.summarize, config.compaction.enabled) {
-        (_, false) => say!("compaction: off"),
-        (Some(summarize), true) => say!("compaction: on, dropped turns summarised by {}", summarize.target.label()),
-        (None, true) => say!("compaction: on, dropped turns are not summarised"),
-    }
-    let problems = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(check_tools(path, &config)),
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", path.display());
-            1
-        }
-    };
-    if problems == 0 {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("{problems} problem(s) found");
-        ExitCode::FAILURE
-    }
+/// A duration from a command-line number of seconds (a bad one: a tenth of a second
+/// at least, a day at most).
+fn seconds(s: f64) -> std::time::Duration {
+    std::time::Duration::from_secs_f64(if s.is_finite() { s.clamp(0.1, 86_400.0) } else { 10.0 })
 }
 
-async fn check_tools(path: &std::path::Path, config: &Config) -> usize {
-    let mut problems = check_store(path, &config.store).await;
-    let registry = match Registry::new(&config.tools) {
-        Ok(registry) => registry,
-        Err(e) => {
-            eprintln!("{}: `tools`: {e}", path.display());
-            return problems + 1;
-        }
+fn health(addr: Option<&str>, config: Option<&std::path::Path>, timeout: std::time::Duration) -> ExitCode {
+    // Only the listen address is wanted from the config; one that does not load
+    // leaves the default (the server could not have started from it either).
+    let listen = match (addr, config) {
+        (None, Some(path)) => Config::load(path).ok().map(|c| c.server.listen),
+        _ => None,
     };
-    registry.start();
-    let listed = tokio::time::timeout(std::time::Duration::from_secs(60), registry.wait_listed()).await;
-    problems += usize::from(listed.is_err());
-    for source in registry.mcp_sources() {
-        let status = source.status();
-        if matches!(status, mcp::Status::Ready { .. }) {
-            say!("tool source {}: {status}", source.name());
-        } else {
-            eprintln!("{}: `tools.mcp.{}`: {status}", path.display(), source.name());
-            problems += 1;
-        }
-    }
-    for (name, model) in &config.models {
-        let chain: Vec<_> = model.chain.iter().map(|e| e.label()).collect();
-        say!("model {name}: {}", chain.join(" → "));
-        if let Some(answer) = &model.answer {
-            let chain: Vec<_> = answer.chain.iter().map(|e| e.label()).collect();
-            let when = match answer.when {
-                lariat::config::AnswerWhen::Always => "always",
-                lariat::config::AnswerWhen::ToolsUsed => "when tools were used",
-            };
-            say!("  answer ({}, {when}): {}", answer.name, chain.join(" → "));
-        }
-        let tools = registry.for_request(name, model.tools.as_ref(), Access::Admin);
-        let names: Vec<&str> = tools.names().collect();
-        say!("  tools (admin): {}", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
-    }
-    problems
-}
-
-/// Builds the store and asks it to answer (Redis: connect and PING), so a wrong URL or
-/// password shows up here rather than on the first suspended request.
-async fn check_store(path: &std::path::Path, config: &lariat::config::Store) -> usize {
-    let store = match Store::from_config(config) {
-        Ok(store) => store,
+    match cli::health::target(addr, listen) {
+        Ok(target) => cli::health::run(target, timeout),
         Err(e) => {
-            eprintln!("{}: `store`: {e}", path.display());
-            return 1;
-        }
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(10), store.ping()).await {
-        Ok(Ok(())) => {
-            say!("store: {store}: ok");
-            0
-        }
-        Ok(Err(e)) => {
-            eprintln!("{}: `store`: {e}", path.display());
-            1
-        }
-        Err(_) => {
-            eprintln!("{}: `store`: {store} did not answer within 10 s", path.display());
-            1
+            eprintln!("lariat health: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(path)?);
+    for warning in &config.warnings {
+        tracing::warn!(key = %warning.key, "config: {}", warning.message);
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -2,14 +2,16 @@
 //! estimate for every other model.
 
 use std::fmt;
+use std::io::BufReader;
+use std::sync::LazyLock;
 
 use super::estimate;
 
 /// How one upstream model turns text into tokens.
 ///
-/// Both BPE vocabularies are compiled into the binary by `bpe-openai` and built once
-/// on first use (a `LazyLock` inside that crate); a `Tokenizer` is a `Copy` handle to
-/// them, cheap to pass around and to compare.
+/// Both BPE vocabularies are compiled into the binary gzipped (by `build.rs`, from
+/// `bpe-openai`'s tables) and expanded once, on first use; a `Tokenizer` is a `Copy`
+/// handle to them, cheap to pass around and to compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tokenizer {
     /// gpt-4o, gpt-4.1, gpt-4.5, gpt-5, gpt-oss, o1, o3, o4.
@@ -66,10 +68,10 @@ impl Tokenizer {
         }
     }
 
-    /// Builds this tokenizer's BPE tables now. They are built on first use otherwise,
-    /// and that takes tens of milliseconds (o200k_base: about 50 ms): call this at
-    /// start-up for the tokenizers the configured models use, so that no request
-    /// pays it.
+    /// Expands this tokenizer's BPE tables now. They are expanded on first use
+    /// otherwise, and that takes a few hundred milliseconds (o200k_base: 32 MB to
+    /// inflate and decode): call this at start-up for the tokenizers the configured
+    /// models use, so that no request pays it.
     pub fn warm_up(self) {
         if let Some(bpe) = self.bpe() {
             std::hint::black_box(bpe.count("warm up"));
@@ -87,15 +89,84 @@ impl Tokenizer {
 
     fn bpe(self) -> Option<&'static bpe_openai::Tokenizer> {
         match self {
-            Self::O200k => Some(bpe_openai::o200k_base()),
-            Self::Cl100k => Some(bpe_openai::cl100k_base()),
+            Self::O200k => Some(&O200K_BASE),
+            Self::Cl100k => Some(&CL100K_BASE),
             Self::Estimate => None,
         }
     }
 }
 
+// The pre-tokenisation patterns are `bpe-openai`'s (0.3), which are tiktoken's with
+// each negative look-ahead rewritten as a one-character look-ahead pattern (`true`).
+// The unit tests compare every count with `bpe-openai`'s own tokenizers.
+
+static O200K_BASE: LazyLock<bpe_openai::Tokenizer> = LazyLock::new(|| {
+    let words = concat!(
+        "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        "|\\p{N}{1,3}",
+        "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*",
+        "|\\s*[\\r\\n]+",
+        "|\\s+$",
+    );
+    expand(include_bytes!(concat!(env!("OUT_DIR"), "/o200k_base.bpe.gz")), words)
+});
+
+static CL100K_BASE: LazyLock<bpe_openai::Tokenizer> = LazyLock::new(|| {
+    let words = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+$";
+    expand(include_bytes!(concat!(env!("OUT_DIR"), "/cl100k_base.bpe.gz")), words)
+});
+
+/// Expands a table `build.rs` compressed and puts the pre-tokeniser in front of it.
+#[expect(
+    clippy::expect_used,
+    reason = "the tables and patterns are compiled in and were read once at build time: failing here is a broken build, not a runtime condition"
+)]
+fn expand(gzipped: &[u8], words: &str) -> bpe_openai::Tokenizer {
+    // Read through a buffer: MessagePack is decoded in small reads.
+    let reader = BufReader::with_capacity(1 << 16, flate2::read::GzDecoder::new(gzipped));
+    let bpe = rmp_serde::from_read(reader).expect("the compiled-in BPE table decodes");
+    bpe_openai::Tokenizer::new_lookahead(bpe, &[(words, false), ("\\s+\\s", true), ("\\s+", false)], false)
+        .expect("the pre-tokenisation patterns compile")
+}
+
 impl fmt::Display for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tables expanded from the compressed copy, with the patterns written out
+    /// here, encode exactly as `bpe-openai`'s own tokenizers (token ids, not just counts).
+    #[test]
+    fn the_compressed_tables_encode_as_bpe_openai_does() {
+        let texts = [
+            "",
+            "Hello, world!",
+            "I'm sure they'll say it's fine; we've done THAT'S IT.",
+            "fn main() {\n    println!(\"{}\", 12345678);\n}\n\n\n",
+            "   leading and trailing spaces   ",
+            "tabs\t\tand\r\nwindows\r\n\r\nline ends",
+            "Größe, naïve café, Ελληνικά, русский, العربية, עברית",
+            "中文分词测试，日本語のテキスト、한국어 문장",
+            "emoji 👩‍👩‍👧‍👦 and 🇩🇪 flags, math ∑∫√ and ½",
+            "https://example.com/path?query=1&x=%20 a/b/c\n/usr/local/bin",
+            "1 12 123 1234 12345 3.14159 -42 1e10",
+            "CamelCaseWordsAndALLCAPSAndsnake_case_words",
+        ];
+        let long = texts.concat().repeat(20);
+        for (ours, theirs) in
+            [(Tokenizer::O200k, bpe_openai::o200k_base()), (Tokenizer::Cl100k, bpe_openai::cl100k_base())]
+        {
+            let Some(bpe) = ours.bpe() else { panic!("{ours} has a table") };
+            for text in texts.iter().copied().chain([long.as_str()]) {
+                assert_eq!(bpe.encode(text), theirs.encode(text), "{ours}: {text:?}");
+                assert_eq!(ours.count(text), theirs.count(text), "{ours}: {text:?}");
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ mod identity;
 mod raw;
 mod secrets;
 mod validate;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ use crate::redact::Redactor;
 
 pub use access::{Access, key_digest};
 pub use raw::{AnswerFallback, AnswerWhen, Progress, ProviderKind, StoreKind};
+pub use warnings::ConfigWarning;
 
 /// The validated configuration lariat runs with.
 #[derive(Debug)]
@@ -43,6 +45,9 @@ pub struct Config {
     pub responses: Responses,
     /// Blanks every configured secret out of what leaves lariat or enters a log.
     pub redactor: Arc<Redactor>,
+    /// Valid, but probably not meant (an API key that expanded to nothing, ...):
+    /// logged at start-up and printed by `lariat check`.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// How upstream calls are kept inside their targets' context budgets.
@@ -399,12 +404,17 @@ impl Config {
             vec![ConfigError::new("", format!("invalid TOML: {}", e.message())).with_location(text, e.span())]
         })?;
         let mut errors = Vec::new();
+        // As written, so a warning can name the variable a value came from.
+        let unexpanded_providers = table.get("providers").cloned();
         expand::expand_table(&mut table, "", env, &mut errors);
         let Some(raw) = deserialize_reporting_unknown_keys(table, &mut errors) else {
             return Err(errors);
         };
         match validate::validate(path, raw, env) {
-            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(mut config) if errors.is_empty() => {
+                config.warnings = warnings::collect(unexpanded_providers.as_ref(), &config.providers);
+                Ok(config)
+            }
             Ok(_) => Err(errors),
             Err(more) => {
                 errors.extend(more);

@@ -165,6 +165,7 @@ pub fn validate(
             users,
             responses,
             redactor,
+            warnings: Vec::new(),
         })
     } else {
         Err(c.errors)

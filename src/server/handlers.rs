@@ -10,7 +10,7 @@ use http::HeaderValue;
 use serde_json::json;
 
 use super::extract::JsonBody;
-use super::{AppState, ModelLabel, chat};
+use super::{AppState, ModelLabel, Probe, chat};
 use crate::agent::Turn;
 use crate::auth::Caller;
 use crate::config::{Progress, VirtualModel};
@@ -131,21 +131,30 @@ fn model_entry(state: &AppState, model: &VirtualModel) -> serde_json::Value {
 }
 
 pub async fn health() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    probe(Json(json!({"status": "ok"})).into_response())
 }
 
 /// 200 once every tool source has been listed; the body names each source's state
 /// (a source that failed to start is reported, and its tools are simply absent).
+/// A 503 names each part that is not ready yet, in its one log line and its body.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let sources: serde_json::Map<String, serde_json::Value> =
-        state.agent.tools.mcp_sources().iter().map(|s| (s.name().to_owned(), json!(s.status().to_string()))).collect();
+    let sources = state.agent.tools.mcp_sources();
     if state.is_ready() {
-        Json(json!({"status": "ready", "tool_sources": sources})).into_response()
-    } else {
-        let pending: Vec<&String> = sources.keys().collect();
-        let message = format!("not ready: tool sources are still being listed ({pending:?})");
-        ApiError::Unavailable(message).into_response()
+        let sources: serde_json::Map<String, serde_json::Value> =
+            sources.iter().map(|s| (s.name().to_owned(), json!(s.status().to_string()))).collect();
+        return probe(Json(json!({"status": "ready", "tool_sources": sources})).into_response());
     }
+    let waiting: Vec<String> = sources
+        .iter()
+        .filter(|s| !matches!(s.status(), crate::tools::mcp::Status::Ready { .. }))
+        .map(|s| format!("tool source `{}` ({})", s.name(), s.status()))
+        .collect();
+    let message = if waiting.is_empty() {
+        "not ready: the tokenizer tables are still loading".to_owned()
+    } else {
+        format!("not ready: {}", waiting.join("; "))
+    };
+    probe(ApiError::Unavailable(message).into_response())
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
@@ -153,6 +162,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     response
         .headers_mut()
         .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    probe(response)
+}
+
+fn probe(mut response: Response) -> Response {
+    response.extensions_mut().insert(Probe);
     response
 }
 

@@ -28,8 +28,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::{OnResponse, TraceLayer};
 
 use crate::agent::{Agent, Settings};
 use crate::auth::Keys;
@@ -97,13 +96,18 @@ impl AppState {
         self.agent.tools.start();
         let tokenizers: std::collections::HashSet<Tokenizer> =
             self.config.models.values().flat_map(|m| &m.chain).map(|e| Tokenizer::for_model(&e.model)).collect();
-        let warm_up = tokio::task::spawn_blocking(move || tokenizers.into_iter().for_each(Tokenizer::warm_up));
+        // One thread per table: expanding them is CPU work of a few hundred
+        // milliseconds each, and readiness waits for the slowest, not the sum.
+        let warm_ups: Vec<_> =
+            tokenizers.into_iter().map(|t| tokio::task::spawn_blocking(move || t.warm_up())).collect();
         let state = self.clone();
         // Like the MCP supervisors, a long-lived task tied to no request: it only
         // flips the readiness flag once the first listings are done (and the BPE
         // tables are built, so no request pays for them).
         tokio::spawn(async move {
-            let _ = warm_up.await;
+            for warm_up in warm_ups {
+                let _ = warm_up.await;
+            }
             state.agent.tools.wait_listed().await;
             state.ready.store(true, Ordering::Release);
             tracing::info!("ready: every tool source has been listed");
@@ -152,8 +156,11 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
                             tracing::info_span!("request", id = id.unwrap_or("-"), method = %req.method(), path = %req.uri().path())
                         })
                         .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::INFO))
-                        .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+                        .on_response(AccessLog)
+                        // A failed request is logged once, where its error is known
+                        // (`ApiError::log`, or the SSE encoder after the start): the
+                        // trace layer's own failure line would only repeat it.
+                        .on_failure(()),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
                 .layer(CatchPanicLayer::custom(|_| {
@@ -161,6 +168,27 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
                 })),
         )
         .with_state(state)
+}
+
+/// Marks a response to a health probe or a metrics scrape: orchestrators and
+/// Prometheus ask every few seconds, so its access-log line is DEBUG, not INFO.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe;
+
+/// The access-log line of every response: INFO, or DEBUG for a [`Probe`].
+#[derive(Debug, Clone, Copy)]
+struct AccessLog;
+
+impl<B> OnResponse<B> for AccessLog {
+    fn on_response(self, response: &http::Response<B>, latency: std::time::Duration, _: &tracing::Span) {
+        let status = response.status().as_u16();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        if response.extensions().get::<Probe>().is_some() {
+            tracing::debug!(status, latency_ms, "finished processing request");
+        } else {
+            tracing::info!(status, latency_ms, "finished processing request");
+        }
+    }
 }
 
 /// Counts every request by route, virtual model and status.

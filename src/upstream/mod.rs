@@ -7,6 +7,7 @@
 mod exchange;
 mod failure;
 mod health;
+pub mod probe;
 mod sse;
 
 use std::collections::HashMap;

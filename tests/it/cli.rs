@@ -8,13 +8,13 @@ use serde_json::json;
 
 use crate::harness::*;
 
-fn lariat_bin() -> Command {
+pub fn lariat_bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lariat"));
     cmd.env_remove("LARIAT_CONFIG").env_remove("OPENAI_API_KEY").env_remove("RUST_LOG");
     cmd
 }
 
-fn temp_config(text: &str) -> tempfile::NamedTempFile {
+pub fn temp_config(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(text.as_bytes()).unwrap();
     file
@@ -140,12 +140,17 @@ pub struct Child {
 
 impl Child {
     pub async fn start(config_text: &str, log_format: &str) -> Self {
+        Self::start_logging(config_text, log_format, "trace").await
+    }
+
+    /// `start`, with `RUST_LOG` set to `filter`.
+    pub async fn start_logging(config_text: &str, log_format: &str, filter: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = temp_config(&config_text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")));
         let mut process = lariat_bin()
             .args(["serve", "--log-format", log_format, "--config"])
             .arg(config.path())
-            .env("RUST_LOG", "trace")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
