@@ -361,6 +361,51 @@ mod tests {
     }
 
     #[test]
+    fn reads_lines_the_spec_way() {
+        let mut lines = Lines::default();
+        lines.push("\u{feff}: comment\r\nevent: x\r\ndata: a\rdata:b\n\n".as_bytes());
+        assert_eq!(lines.next_event(), Some(&b"a\nb"[..]), "BOM, comment and other fields skipped");
+        lines.push(b"data: c\r");
+        assert_eq!(lines.next_event(), None, "a CR last in the buffer may be half of a CRLF");
+        lines.push(b"\n\r\ndata\n\n");
+        assert_eq!(lines.next_event(), Some(&b"c"[..]));
+        assert_eq!(lines.next_event(), Some(&b""[..]), "a field without a colon has an empty value");
+        assert_eq!(lines.next_event(), None);
+    }
+
+    /// One event every `every`, forever.
+    fn trickle(every: Duration) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(every).await;
+            Some((Ok(Bytes::from_static(b"data: {\"choices\":[]}\n\n")), ()))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_and_an_endless_one_time_out() {
+        let limits = |stall, total| Limits {
+            max_event_bytes: 1024,
+            stall: Duration::from_secs(stall),
+            deadline: Instant::now() + Duration::from_secs(total),
+        };
+        let redactor = Arc::new(Redactor::default());
+        let stalled = trickle(Duration::from_secs(1)).take(2).chain(futures::stream::pending());
+        let out: Vec<_> = chunks(stalled, limits(5, 60), redactor.clone()).collect().await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        let after = Duration::from_secs(5);
+        assert!(matches!(out[2], Err(Failure::Timeout { what: "stream stalled: no chunk", after: a }) if a == after));
+
+        // Events every 3 s never stall (5 s), but the stream is cut at its total (10 s).
+        let out: Vec<_> = chunks(trickle(Duration::from_secs(3)), limits(5, 10), redactor).collect().await;
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert!(out[..3].iter().all(Result::is_ok));
+        let total = "stream still running at the total timeout";
+        assert!(
+            matches!(out[3], Err(Failure::Timeout { what, after }) if what == total && after == Duration::from_secs(1))
+        );
+    }
+
+    #[test]
     fn measures_event_lengths() {
         assert_eq!(event_lengths(b"abc", 5), (8, 8));
         assert_eq!(event_lengths(b"a\n\nbc", 5), (6, 2));
