@@ -3,9 +3,9 @@
 //! stream fails after it started, and `data: [DONE]` at the end in every case.
 //!
 //! The body is written here rather than with axum's `Sse`: each chunk is serialized
-//! straight into the one buffer that becomes its frame (`data: `, the JSON, a blank
-//! line), and the keep-alive timer is re-armed only when it fires, not once per
-//! event. The bytes are the ones axum's `Sse` writes.
+//! straight into the buffer that becomes its frame (`data: `, the JSON, a blank line),
+//! the events ready at once share one frame, and the keep-alive timer is re-armed
+//! only when it fires, not once per event. The bytes are the ones axum's `Sse` writes.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -25,6 +25,8 @@ use crate::telemetry::StreamGuard;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 const DONE: &[u8] = b"data: [DONE]\n\n";
+/// Ready events are gathered into one frame up to about this size.
+const MAX_FRAME: usize = 64 * 1024;
 
 pub fn respond(chunks: ChunkResults, keepalive: Duration, guard: StreamGuard) -> Response {
     let body = SseBody {
@@ -60,7 +62,7 @@ struct SseBody {
     timer: Pin<Box<Sleep>>,
     /// When the last event went out (`None`: none yet, the timer runs from the start).
     last_sent: Option<Instant>,
-    /// The size of the last event, so the next one's buffer is allocated once.
+    /// The size of the last frame, so the next one's buffer is allocated once.
     size_hint: usize,
     /// Lives as long as the body: dropping the response (client gone or stream
     /// finished) decrements the active-streams gauge.
@@ -68,17 +70,18 @@ struct SseBody {
 }
 
 impl SseBody {
-    fn event(&mut self, chunk: &ChatChunk) -> Bytes {
+    /// Appends `chunk` as one event to `out`.
+    fn event(&mut self, chunk: &ChatChunk, out: &mut Vec<u8>) {
+        let start = out.len();
         // Compact JSON has no raw newlines, so the chunk is one `data:` line.
-        let mut out = Vec::with_capacity(self.size_hint);
         out.extend_from_slice(b"data: ");
-        if let Err(e) = serde_json::to_writer(&mut out, chunk) {
+        if let Err(e) = serde_json::to_writer(&mut *out, chunk) {
+            out.truncate(start);
             self.state = State::Failed;
-            return error_event(&ApiError::Internal(format!("encoding a chunk: {e}")));
+            error_event(&ApiError::Internal(format!("encoding a chunk: {e}")), out);
+            return;
         }
         out.extend_from_slice(b"\n\n");
-        self.size_hint = out.len().max(64);
-        Bytes::from(out)
     }
 
     /// A keep-alive comment when the stream has been quiet for the interval.
@@ -107,31 +110,51 @@ impl http_body::Body for SseBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let bytes = match this.state {
-            State::Ended => return Poll::Ready(None),
-            State::Failed => {
-                this.state = State::Ended;
-                Bytes::from_static(DONE)
+        // The events that are ready go out together, in one frame: fewer frames for
+        // hyper to encode and fewer buffers to write, and no event waits for another
+        // (the frame is sent as soon as the stream has nothing more ready).
+        let mut out = Vec::new();
+        loop {
+            match this.state {
+                State::Ended => break,
+                State::Failed => {
+                    this.state = State::Ended;
+                    out.extend_from_slice(DONE);
+                    break;
+                }
+                State::Open if out.len() >= MAX_FRAME => break,
+                State::Open => {}
             }
-            State::Open => match this.chunks.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => this.event(&chunk),
+            if out.capacity() == 0 {
+                out.reserve(this.size_hint);
+            }
+            match this.chunks.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.event(&chunk, &mut out),
                 Poll::Ready(Some(Err(error))) => {
                     this.state = State::Failed;
                     error.log("stream ended with an error event");
-                    error_event(&error)
+                    error_event(&error, &mut out);
                 }
                 Poll::Ready(None) => {
                     this.state = State::Ended;
-                    Bytes::from_static(DONE)
+                    out.extend_from_slice(DONE);
+                    break;
                 }
-                Poll::Pending => match this.keep_alive(cx) {
-                    Poll::Ready(comment) => return Poll::Ready(Some(Ok(Frame::data(comment)))),
-                    Poll::Pending => return Poll::Pending,
-                },
-            },
-        };
+                Poll::Pending if out.is_empty() => {
+                    return match this.keep_alive(cx) {
+                        Poll::Ready(comment) => Poll::Ready(Some(Ok(Frame::data(comment)))),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                Poll::Pending => break,
+            }
+        }
+        if out.is_empty() {
+            return Poll::Ready(None);
+        }
+        this.size_hint = out.len().clamp(256, MAX_FRAME);
         this.last_sent = Some(Instant::now());
-        Poll::Ready(Some(Ok(Frame::data(bytes))))
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -139,6 +162,6 @@ impl http_body::Body for SseBody {
     }
 }
 
-fn error_event(error: &ApiError) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", error.body()))
+fn error_event(error: &ApiError, out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("data: {}\n\n", error.body()).as_bytes());
 }
