@@ -4,6 +4,7 @@
 #   one lariat request = 2 upstream rounds + 1 tool call.
 # overhead per round = (lariat p50 − 2 × direct p50 of one upstream call) / 2, at one
 # connection; the same at 50 connections for throughput. Run: bash bench/loop.sh
+# (LARIAT_BIN / MOCK_BIN: use these binaries instead of building)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/bench/out"
@@ -12,13 +13,17 @@ P_MOCK=18201 P_LARIAT=18280 H=127.0.0.1
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v oha >/dev/null || cargo install oha --locked --quiet
 command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
-(cd "$ROOT" && cargo build --release --quiet --bin lariat --example mock_upstream)
+# LARIAT_BIN / MOCK_BIN: measure these binaries instead of building.
+if [[ -z "${LARIAT_BIN:-}" || -z "${MOCK_BIN:-}" ]]; then
+  (cd "$ROOT" && cargo build --release --quiet --bin lariat --example mock_upstream)
+fi
+LARIAT="${LARIAT_BIN:-$ROOT/target/release/lariat}" MOCK="${MOCK_BIN:-$ROOT/target/release/examples/mock_upstream}"
 WORK="$(mktemp -d /tmp/lariat-loop.XXXXXX)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 mkdir -p "$OUT"
-"$ROOT/target/release/examples/mock_upstream" --listen "$H:$P_MOCK" --tool-call current_time 2>/dev/null &
+"$MOCK" --listen "$H:$P_MOCK" --tool-call current_time 2>/dev/null &
 PIDS+=($!)
 cat >"$WORK/lariat.toml" <<TOML
 [server]
@@ -29,7 +34,7 @@ base_url = "http://$H:$P_MOCK/v1"
 chain = ["mock/bench-model"]
 tools = ["current_time"]
 TOML
-RUST_LOG=warn "$ROOT/target/release/lariat" serve --config "$WORK/lariat.toml" 2>"$OUT/loop-lariat.log" &
+RUST_LOG=warn "$LARIAT" serve --config "$WORK/lariat.toml" 2>"$OUT/loop-lariat.log" &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -fs -o /dev/null "http://$H:$P_LARIAT/ready" && break; sleep 0.1; done
 ASK='{"model":"loop","messages":[{"role":"user","content":"what time is it?"}]}'

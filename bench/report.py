@@ -112,7 +112,9 @@ aslow = added(slow50)
 ok = None if aslow["lariat"] is None else aslow["lariat"] < 1.0
 row(f"50 ms upstream: added p50 ms, c={conns}", {"direct": None, **aslow}, "lariat < 1 ms", check(ok))
 row(f"50 ms upstream: req/s, c={conns}", get(f"slow_c{conns}", "rps"))
-row(f"stream req/s, c={conns}", get(f"stream_c{conns}", "rps"))
+srps = get(f"stream_c{conns}", "rps")
+ok = None if srps["lariat"] is None or srps["nginx"] is None else srps["lariat"] >= 0.9 * srps["nginx"]
+row(f"stream req/s, c={conns}", srps, "≥ 0.90 × nginx", check(ok))
 row(f"stream p50 ms (whole stream), c={conns}", get(f"stream_c{conns}", "p50"))
 row(f"stream p99 ms (whole stream), c={conns}", get(f"stream_c{conns}", "p99"))
 row("stream p50 ms (whole stream), c=1", get("stream_c1", "p50"))
@@ -149,6 +151,47 @@ rows.append(
 )
 print("\n".join(rows))
 
+
+# Every gateway side by side at c=CONNS: throughput as a ratio to nginx's, and the CPU
+# a request costs the gateway's own processes (user + system, from /proc).
+NAMES = {
+    "direct": "direct to mock",
+    "nginx": "nginx",
+    "bare": "bare axum + reqwest relay",
+    "lariat": "**lariat (no tools)**",
+    "litellm": "LiteLLM 1.80.5",
+    "portkey": "Portkey gateway 1.15.2",
+    "agentic": "vLLM agentic-api 0.9.0",
+}
+
+
+def cpu_us(name):
+    c, r = load(f"{name}.cpu"), oha(name)
+    if not c or not r or not r["ok"]:
+        return None
+    return c["cpu_s"] * 1e6 / r["ok"]
+
+
+peers = [p for p in m.get("peers", "").split() if p]
+print(f"\n| gateway, c={conns} | non-stream req/s | ×nginx | CPU µs/req | SSE req/s | ×nginx | CPU µs/req | failed |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+nginx_rps = {k: (oha(f"{k}_c{conns}_nginx") or {}).get("rps") for k in ("plain", "stream")}
+for p in list(PATHS) + peers:
+    cells, failed = [], 0
+    for k in ("plain", "stream"):
+        r = oha(f"{k}_c{conns}_{p}")
+        failed += r["errors"] if r else 0
+        cells += [fmt(r["rps"] if r else None), ratio(r["rps"] if r else None, nginx_rps[k]), fmt(cpu_us(f"{k}_c{conns}_{p}"), 0)]
+    print(f"| {NAMES.get(p, p)} | " + " | ".join(cells) + f" | {failed} |")
+skipped = RAW / "peers_skipped.txt"
+if skipped.exists() and skipped.read_text().strip():
+    print("\nNot measured: " + "; ".join(skipped.read_text().strip().splitlines()) + ".")
+cpu_l, cpu_n = cpu_us(f"plain_c{conns}_lariat"), cpu_us(f"plain_c{conns}_nginx")
+if cpu_l and cpu_n:
+    print(f"\nlariat CPU per non-stream request: {cpu_l / cpu_n:.2f} × nginx's (target ≤ 1.5 ×: {check(cpu_l <= 1.5 * cpu_n)}).")
+for k in ("load_before", "load_after"):
+    if k in m:
+        print(f"- {k.replace('_', ' ')} (1, 5, 15 min): {m[k]}")
 print("\n| lariat memory (VmRSS) | MB | target | verdict |")
 print("| --- | ---: | --- | --- |")
 idle = (load("rss_idle") or {}).get("rss_kb")

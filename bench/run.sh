@@ -14,7 +14,10 @@
 #                          e.g. LOAD_CPUS=0 SERVER_CPUS=1 to keep them off each other's core
 #   LARIAT_BIN / MOCK_BIN / BARE_BIN  use these binaries instead of building
 #   BENCH_PORT_BASE=18000  ports BASE+1..3 (mocks), +80 (lariat), +81..82 (nginx),
-#                          +84..85 (bare axum+reqwest relay)
+#                          +84..85 (bare axum+reqwest relay), +90..92 (peer gateways)
+#   BENCH_PEERS_DIR=~/.cache/lariat-bench-peers  where bench/peers.sh installed the peer
+#                          gateways (LiteLLM, Portkey, agentic-api); each one found there
+#                          or on PATH is measured, a missing one is skipped with a note
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +36,8 @@ BASE="${BENCH_PORT_BASE:-18000}"
 P_MOCK=$((BASE + 1)) P_MOCK_SLOW=$((BASE + 2)) P_MOCK_HOLD=$((BASE + 3))
 P_LARIAT=$((BASE + 80)) P_NGINX=$((BASE + 81)) P_NGINX_SLOW=$((BASE + 82))
 P_BARE=$((BASE + 84)) P_BARE_SLOW=$((BASE + 85))
+P_LITELLM=$((BASE + 90)) P_PORTKEY=$((BASE + 91)) P_AGENTIC=$((BASE + 92))
+PEERS_DIR="${BENCH_PEERS_DIR:-$HOME/.cache/lariat-bench-peers}"
 H=127.0.0.1
 BODY='{"model":"bench","messages":[{"role":"user","content":"hi"}]}'
 SBODY='{"model":"bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
@@ -73,6 +78,7 @@ command -v cargo >/dev/null || die "cargo is needed to build lariat"
 WORK="$(mktemp -d /tmp/lariat-bench.XXXXXX)"
 chmod 755 "$WORK"
 PIDS=()
+declare -A SERVER_PIDS=() # path -> the pids whose CPU a request through it costs
 cleanup() {
   local rc=$?
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -104,6 +110,7 @@ done
 
 rm -rf "$OUT/raw"
 mkdir -p "$OUT/raw"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- servers ---------------------------------------------------------------------------
 wait_http() { # wait_http URL [curl args...]: up to 10 s
@@ -121,6 +128,7 @@ start_mock() { # start_mock PORT LOGNAME [flags...]
   shift 2
   "${SERVER_PIN[@]}" "$WORK/mock_upstream" --listen "$H:$port" "$@" 2>"$OUT/$name.log" &
   PIDS+=($!)
+  [[ "$name" == mock-hold ]] || SERVER_PIDS[direct]+=" $!"
   wait_http "http://$H:$port/health"
 }
 
@@ -169,6 +177,7 @@ EOF
 log "starting nginx on :$P_NGINX and :$P_NGINX_SLOW"
 "${SERVER_PIN[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' 2>>"$OUT/nginx-error.log" &
 PIDS+=($!)
+SERVER_PIDS[nginx]=$!
 wait_http "http://$H:$P_NGINX/v1/chat/completions" -X POST -H 'content-type: application/json' -d "$BODY"
 
 log "starting the bare axum+reqwest relay on :$P_BARE and :$P_BARE_SLOW"
@@ -176,6 +185,7 @@ for pair in "$P_BARE:$P_MOCK" "$P_BARE_SLOW:$P_MOCK_SLOW"; do
   "${SERVER_PIN[@]}" "$WORK/bare_relay" --listen "$H:${pair%%:*}" \
     --upstream "http://$H:${pair##*:}/v1/chat/completions" 2>>"$OUT/bare.log" &
   PIDS+=($!)
+  SERVER_PIDS[bare]+=" $!"
   wait_http "http://$H:${pair%%:*}/health"
 done
 
@@ -201,7 +211,81 @@ log "starting lariat on :$P_LARIAT"
 RUST_LOG=warn "${SERVER_PIN[@]}" env "$WORK/lariat" serve --config "$WORK/lariat.toml" 2>"$OUT/lariat.log" &
 LARIAT_PID=$!
 PIDS+=("$LARIAT_PID")
+SERVER_PIDS[lariat]=$LARIAT_PID
 wait_http "http://$H:$P_LARIAT/health"
+
+# --- peer gateways: each optional, skipped with a note when absent ---------------------
+# Installed by bench/peers.sh into $PEERS_DIR (pinned versions), or found on PATH.
+PEERS=()
+declare -A PEER_URL=() PEER_ARGS=()
+: >"$OUT/raw/peers_skipped.txt"
+skip_peer() { log "skipping $1: $2"; echo "$1: $2" >>"$OUT/raw/peers_skipped.txt"; }
+peer_bin() { # peer_bin PATH-IN-PEERS_DIR COMMAND -> the executable, or nothing
+  if [[ -x "$PEERS_DIR/$1" || -f "$PEERS_DIR/$1" ]]; then echo "$PEERS_DIR/$1"; else command -v "$2" || true; fi
+}
+start_peer() { # start_peer NAME URL PID [curl args...]: registers the peer once it answers (up to 60 s)
+  local name="$1" url="$2" pid="$3"
+  shift 3
+  for _ in $(seq 1 300); do
+    if curl -fsS -o /dev/null --max-time 2 -X POST -H 'content-type: application/json' -d "$BODY" "$@" "$url" 2>/dev/null; then
+      PEERS+=("$name")
+      PEER_URL[$name]="$url"
+      SERVER_PIDS[$name]="$pid"
+      return 0
+    fi
+    sleep 0.2
+  done
+  skip_peer "$name" "did not answer a chat completion within 60 s (see $OUT/$name.log)"
+}
+
+LITELLM="$(peer_bin litellm-venv/bin/litellm litellm)"
+litellm_version=""
+if [[ -n "$LITELLM" ]]; then
+  litellm_version="$("$(dirname "$LITELLM")/python" -c 'import importlib.metadata as m; print(m.version("litellm"))' 2>/dev/null || true)"
+fi
+if [[ -z "$LITELLM" ]]; then
+  skip_peer litellm "not installed (bash bench/peers.sh)"
+elif [[ "$litellm_version" != 1.80.5 ]]; then
+  skip_peer litellm "version ${litellm_version:-unknown} is not the pinned 1.80.5"
+else
+  cat >"$WORK/litellm.yaml" <<EOF
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://$H:$P_MOCK/v1
+      api_key: sk-bench
+EOF
+  log "starting LiteLLM $litellm_version on :$P_LITELLM"
+  LITELLM_LOG=ERROR "${SERVER_PIN[@]}" "$LITELLM" --config "$WORK/litellm.yaml" --host "$H" --port "$P_LITELLM" \
+    >"$OUT/litellm.log" 2>&1 &
+  PIDS+=($!)
+  start_peer litellm "http://$H:$P_LITELLM/v1/chat/completions" $!
+fi
+
+PORTKEY="$(peer_bin portkey/node_modules/@portkey-ai/gateway/build/start-server.js portkey-gateway)"
+PORTKEY_CONFIG="{\"provider\":\"openai\",\"api_key\":\"sk-bench\",\"custom_host\":\"http://$H:$P_MOCK/v1\"}"
+if [[ -z "$PORTKEY" ]] || ! command -v node >/dev/null; then
+  skip_peer portkey "not installed (bash bench/peers.sh; needs node)"
+else
+  log "starting Portkey's gateway on :$P_PORTKEY"
+  "${SERVER_PIN[@]}" node "$PORTKEY" --port="$P_PORTKEY" --headless >"$OUT/portkey.log" 2>&1 &
+  PIDS+=($!)
+  start_peer portkey "http://$H:$P_PORTKEY/v1/chat/completions" $! -H "x-portkey-config: $PORTKEY_CONFIG"
+  PEER_ARGS[portkey]="x-portkey-config: $PORTKEY_CONFIG"
+fi
+
+AGENTIC="$(peer_bin agentic-venv/bin/agentic-server agentic-server)"
+if [[ -z "$AGENTIC" ]]; then
+  skip_peer agentic "not installed (bash bench/peers.sh)"
+else
+  log "starting vLLM's agentic-api on :$P_AGENTIC"
+  RUST_LOG=warn "${SERVER_PIN[@]}" "$AGENTIC" --llm-api-base "http://$H:$P_MOCK" --gateway-host "$H" \
+    --gateway-port "$P_AGENTIC" --skip-llm-ready-check --db-url "sqlite://$WORK/agentic.db?mode=rwc" \
+    >"$OUT/agentic.log" 2>&1 &
+  PIDS+=($!)
+  start_peer agentic "http://$H:$P_AGENTIC/v1/chat/completions" $!
+fi
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 sleep 1
@@ -223,10 +307,28 @@ declare -A URL_SLOW=(
 )
 PATHS=(direct nginx bare lariat)
 
-oha_run() { # oha_run NAME URL BODY CONNS SECONDS
-  local name="$1" url="$2" body="$3" conns="$4" secs="$5"
-  "${LOAD_PIN[@]}" oha --no-tui --output-format json -m POST -T application/json -d "$body" \
+# CPU seconds (user + system) of a process and all its descendants, from /proc.
+tree_pids() { local p; echo "$1"; for p in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$p"; done; }
+cpu_s() { # cpu_s PID...
+  local tck p t=0
+  tck=$(getconf CLK_TCK)
+  for p in $(for root in "$@"; do tree_pids "$root"; done); do
+    [[ -r "/proc/$p/stat" ]] || continue
+    t=$((t + $(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat")))
+  done
+  python3 -c "print($t / $tck)"
+}
+
+oha_run() { # oha_run NAME URL BODY CONNS SECONDS [CPU_PATH [oha args...]]
+  local name="$1" url="$2" body="$3" conns="$4" secs="$5" path="${6:-}" before after
+  shift 6 2>/dev/null || shift $#
+  [[ -n "$path" ]] && before=$(cpu_s ${SERVER_PIDS[$path]})
+  "${LOAD_PIN[@]}" oha --no-tui --output-format json -m POST -T application/json -d "$body" "$@" \
     -c "$conns" -z "${secs}s" -t 30s "$url" >"$OUT/raw/$name.json"
+  if [[ -n "$path" ]]; then
+    after=$(cpu_s ${SERVER_PIDS[$path]})
+    echo "{\"cpu_s\": $(python3 -c "print($after - $before)")}" >"$OUT/raw/$name.cpu.json"
+  fi
 }
 
 scenario() { # scenario NAME CONNS BODY(direct/nginx) BODY(lariat) SLOW(0/1)
@@ -237,7 +339,7 @@ scenario() { # scenario NAME CONNS BODY(direct/nginx) BODY(lariat) SLOW(0/1)
     [[ "$p" == lariat ]] && b="$lbody"
     log "$name: $p (c=$conns, ${DUR}s)"
     oha_run "warmup" "$url" "$b" "$conns" 1
-    oha_run "${name}_$p" "$url" "$b" "$conns" "$DUR"
+    oha_run "${name}_$p" "$url" "$b" "$conns" "$DUR" "$p"
   done
 }
 
@@ -246,6 +348,17 @@ scenario plain_c1 1 "$BODY" "$BODY" 0
 scenario "slow_c$CONNS" "$CONNS" "$BODY" "${BODY/\"bench\"/\"bench-slow\"}" 1
 scenario "stream_c$CONNS" "$CONNS" "$SBODY" "$SBODY" 0
 scenario stream_c1 1 "$SBODY" "$SBODY" 0
+for peer in "${PEERS[@]}"; do
+  extra=()
+  [[ -n "${PEER_ARGS[$peer]:-}" ]] && extra=(-H "${PEER_ARGS[$peer]}")
+  for kind in plain stream; do
+    b="$BODY"
+    [[ "$kind" == stream ]] && b="$SBODY"
+    log "${kind}_c$CONNS: $peer (c=$CONNS, ${DUR}s)"
+    oha_run warmup "${PEER_URL[$peer]}" "$b" "$CONNS" 1 "" "${extra[@]}"
+    oha_run "${kind}_c${CONNS}_$peer" "${PEER_URL[$peer]}" "$b" "$CONNS" "$DUR" "$peer" "${extra[@]}"
+  done
+done
 rm -f "$OUT/raw/warmup.json"
 
 log "time to first stream event: $TTFB_N streams per path, alternating"
@@ -284,6 +397,9 @@ kill -0 "$LARIAT_PID" 2>/dev/null || die "lariat died during the run (see $OUT/l
   echo "load_cpus=${LOAD_CPUS:-all} server_cpus=${SERVER_CPUS:-all}"
   echo "oha=$(oha --version 2>/dev/null | head -1) nginx=$("$NGINX" -v 2>&1 | sed 's/.*\///')"
   echo "duration_s=$DUR conns=$CONNS chunks=$CHUNKS ttfb_n=$TTFB_N streams=$STREAMS"
+  echo "peers=${PEERS[*]}"
+  echo "load_before=$LOAD_BEFORE"
+  echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "lariat_log_warn=$(grep -c -E 'WARN|ERROR' "$OUT/lariat.log" || true)"
 } >"$OUT/raw/meta.env"
 python3 "$BENCH/report.py" "$OUT/raw" >"$OUT/results.md"

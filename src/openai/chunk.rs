@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::{ChatCompletion, Content, FinishReason, Role, Usage};
 
 /// One streamed `chat.completion.chunk`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatChunk {
     #[serde(default)]
     pub id: String,
@@ -21,7 +21,7 @@ pub struct ChatChunk {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChunkChoice {
     #[serde(default)]
     pub index: u32,
@@ -33,7 +33,7 @@ pub struct ChunkChoice {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,

@@ -4,6 +4,7 @@
 mod chunk;
 mod content;
 pub mod responses;
+mod tolerant;
 
 use std::fmt;
 
@@ -14,7 +15,7 @@ pub use chunk::{ChatChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
 pub use content::{Content, part_text};
 
 /// `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -32,7 +33,7 @@ pub struct ChatRequest {
 }
 
 /// A tool offered to the model: `{"type": "function", "function": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolDef {
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
@@ -41,7 +42,7 @@ pub struct ToolDef {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunctionDef {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,7 +53,7 @@ pub struct FunctionDef {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
@@ -71,7 +72,7 @@ pub enum Role {
     Function,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     pub role: Role,
     #[serde(default)]
@@ -84,7 +85,7 @@ pub struct Message {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolCall {
     pub id: String,
     #[serde(rename = "type", default = "function_type")]
@@ -149,7 +150,7 @@ fn function_type() -> String {
 }
 
 /// A non-streaming response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatCompletion {
     #[serde(default)]
     pub id: String,
@@ -162,7 +163,7 @@ pub struct ChatCompletion {
     pub rest: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Choice {
     #[serde(default)]
     pub index: u32,
@@ -229,7 +230,7 @@ impl<'de> Deserialize<'de> for FinishReason {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Usage {
     #[serde(default)]
     pub prompt_tokens: u64,

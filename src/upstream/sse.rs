@@ -1,15 +1,19 @@
 //! Upstream SSE → `ChatChunk`s: a size cap on each event, `[DONE]` handling, error
 //! events, a stall timeout, and a check that the stream really finished.
+//!
+//! Hand-written rather than a general SSE crate: this runs once per relayed event, and
+//! a line reader over one reused buffer costs a fraction of a parser-combinator one
+//! that allocates a `String` per line and per field.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::{EventStreamError, Eventsource};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::Stream;
 use serde_json::Value;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::Failure;
 use crate::openai::ChatChunk;
@@ -17,14 +21,6 @@ use crate::redact::Redactor;
 
 /// Chunks of one upstream stream, in order; a `Failure` item ends it.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Failure>> + Send>>;
-
-#[derive(Debug, thiserror::Error)]
-enum TransportError {
-    #[error("{0}")]
-    Body(String),
-    #[error("an event exceeded {0} bytes")]
-    EventTooLarge(usize),
-}
 
 /// Bounds on one upstream stream.
 #[derive(Debug, Clone, Copy)]
@@ -44,73 +40,211 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display,
 {
-    let capped = bytes.map_err(|e| TransportError::Body(e.to_string())).scan(0usize, move |pending, item| {
-        let item = item.and_then(|chunk| {
-            let (longest, tail) = event_lengths(&chunk, *pending);
-            *pending = tail;
-            if longest > limits.max_event_bytes {
-                Err(TransportError::EventTooLarge(limits.max_event_bytes))
-            } else {
-                Ok(chunk)
-            }
-        });
-        futures::future::ready(Some(item))
-    });
-    let events = capped.eventsource();
-    let state = State { events: Box::pin(events), finished: false, done: false, limits, redactor };
-    Box::pin(futures::stream::unfold(state, next_chunk))
+    Box::pin(Chunks {
+        bytes: Box::pin(bytes),
+        lines: Lines::default(),
+        pending: 0,
+        eof: false,
+        finished: false,
+        done: false,
+        limits,
+        redactor,
+        timer: Box::pin(tokio::time::sleep_until(limits.deadline)),
+        asked: None,
+    })
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, EventStreamError<TransportError>>> + Send>>;
-
-struct State {
-    events: Events,
+/// The stream behind [`chunks`]: a line reader over the bytes (events buffered in one
+/// read are parsed without waiting again), and one timer for the stall and total
+/// deadlines that is re-armed only when it fires early, not once per event.
+struct Chunks<S> {
+    bytes: Pin<Box<S>>,
+    lines: Lines,
+    /// Bytes of the event left unfinished by the last read (for the size cap).
+    pending: usize,
+    eof: bool,
     /// A choice carried a `finish_reason`: the answer is complete even without `[DONE]`.
     finished: bool,
     done: bool,
     limits: Limits,
     redactor: Arc<Redactor>,
+    timer: Pin<Box<Sleep>>,
+    /// When the consumer started waiting for the next chunk (set on the first wait).
+    asked: Option<Instant>,
 }
 
-async fn next_chunk(mut st: State) -> Option<(Result<ChatChunk, Failure>, State)> {
-    if st.done {
-        return None;
+impl<S, E> Chunks<S>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    fn fail(&mut self, failure: Failure) -> Poll<Option<Result<ChatChunk, Failure>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(failure)))
     }
-    loop {
-        let until_deadline = st.limits.deadline.saturating_duration_since(Instant::now());
-        let wait = st.limits.stall.min(until_deadline);
-        let event = match tokio::time::timeout(wait, st.events.next()).await {
-            Err(_) if wait < st.limits.stall => {
-                Err(Failure::Timeout { what: "stream still running at the total timeout", after: wait })
+
+    /// The next whole event's chunk, if one is buffered; `Ready(None)` at `[DONE]`.
+    fn buffered(&mut self) -> Option<Poll<Option<Result<ChatChunk, Failure>>>> {
+        loop {
+            let data = self.lines.next_event()?;
+            let text = match std::str::from_utf8(data) {
+                Ok(text) => text.trim(),
+                Err(e) => return Some(self.fail(Failure::Stream(format!("UTF8 error: {e}")))),
+            };
+            if text == "[DONE]" {
+                self.done = true;
+                return Some(Poll::Ready(None));
             }
-            Err(_) => Err(Failure::Timeout { what: "stream stalled: no chunk", after: st.limits.stall }),
-            Ok(None) if st.finished => return None,
-            Ok(None) => Err(Failure::Stream("the upstream closed the stream before the answer was complete".into())),
-            Ok(Some(Err(e))) => Err(match e {
-                EventStreamError::Transport(TransportError::EventTooLarge(n)) => {
-                    Failure::InvalidBody(format!("an SSE event exceeded {n} bytes"))
-                }
-                other => Failure::Stream(other.to_string()),
-            }),
-            Ok(Some(Ok(event))) => {
-                let data = event.data.trim();
-                if data == "[DONE]" {
-                    return None;
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                parse_chunk(&st.redactor.redact(data))
+            if text.is_empty() {
+                continue;
             }
+            return Some(match parse_chunk(&self.redactor.redact(text)) {
+                Ok(chunk) => {
+                    self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
+                    self.asked = None;
+                    Poll::Ready(Some(Ok(chunk)))
+                }
+                Err(failure) => self.fail(failure),
+            });
+        }
+    }
+
+    /// Whether a deadline passed while waiting (the timer is re-armed if it fired
+    /// before the current wait's own deadline).
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> Option<Failure> {
+        let asked = *self.asked.get_or_insert_with(Instant::now);
+        let stalled_at = asked + self.limits.stall;
+        let (until, failure) = if self.limits.deadline < stalled_at {
+            let after = self.limits.deadline.saturating_duration_since(asked);
+            (self.limits.deadline, Failure::Timeout { what: "stream still running at the total timeout", after })
+        } else {
+            (stalled_at, Failure::Timeout { what: "stream stalled: no chunk", after: self.limits.stall })
         };
-        match event {
-            Ok(chunk) => {
-                st.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
-                return Some((Ok(chunk), st));
+        loop {
+            if self.timer.deadline() > until {
+                self.timer.as_mut().reset(until);
             }
-            Err(failure) => {
-                st.done = true;
-                return Some((Err(failure), st));
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            if self.timer.deadline() >= until {
+                return Some(failure);
+            }
+            self.timer.as_mut().reset(until);
+        }
+    }
+}
+
+impl<S, E> Stream for Chunks<S>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    type Item = Result<ChatChunk, Failure>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(ready) = this.buffered() {
+                return ready;
+            }
+            if this.eof {
+                this.done = true;
+                if this.finished {
+                    return Poll::Ready(None);
+                }
+                let closed = "the upstream closed the stream before the answer was complete";
+                return Poll::Ready(Some(Err(Failure::Stream(closed.into()))));
+            }
+            match this.bytes.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let (longest, tail) = event_lengths(&chunk, this.pending);
+                    this.pending = tail;
+                    if longest > this.limits.max_event_bytes {
+                        let n = this.limits.max_event_bytes;
+                        return this.fail(Failure::InvalidBody(format!("an SSE event exceeded {n} bytes")));
+                    }
+                    this.lines.push(&chunk);
+                }
+                Poll::Ready(Some(Err(e))) => return this.fail(Failure::Stream(format!("Transport error: {e}"))),
+                Poll::Ready(None) => this.eof = true,
+                Poll::Pending => {
+                    return match this.timed_out(cx) {
+                        Some(failure) => this.fail(failure),
+                        None => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// An SSE line reader (the HTML spec's rules, as far as lariat reads events: `data`
+/// fields joined by newlines, comments and other fields skipped, a leading BOM
+/// dropped, lines ending in LF, CRLF or CR). Lines are found with `memchr` in one
+/// reused buffer; only the data of an event is copied, into another reused buffer.
+#[derive(Debug, Default)]
+struct Lines {
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    read: usize,
+    data: Vec<u8>,
+    /// `data` holds an event already handed out.
+    dispatched: bool,
+    started: bool,
+}
+
+impl Lines {
+    fn push(&mut self, mut chunk: &[u8]) {
+        if !self.started && !chunk.is_empty() {
+            self.started = true;
+            chunk = chunk.strip_prefix("\u{feff}".as_bytes()).unwrap_or(chunk);
+        }
+        self.buf.drain(..self.read);
+        self.read = 0;
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The data of the next whole event, if one is buffered.
+    fn next_event(&mut self) -> Option<&[u8]> {
+        if std::mem::take(&mut self.dispatched) {
+            self.data.clear();
+        }
+        loop {
+            let unread = &self.buf[self.read..];
+            let end = memchr::memchr2(b'\n', b'\r', unread)?;
+            let ending = match (unread[end], unread.get(end + 1)) {
+                (b'\n', _) => 1,
+                (_, Some(b'\n')) => 2,
+                (_, Some(_)) => 1,
+                // A CR last in the buffer may be half of a CRLF: wait for the next byte.
+                (_, None) => return None,
+            };
+            let line = &unread[..end];
+            self.read += end + ending;
+            if line.is_empty() {
+                if self.data.pop().is_some() {
+                    self.dispatched = true;
+                    return Some(&self.data);
+                }
+                continue;
+            }
+            if line[0] == b':' {
+                continue;
+            }
+            let (name, value) = match memchr::memchr(b':', line) {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            if name == b"data" {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
             }
         }
     }
@@ -141,7 +275,9 @@ fn event_lengths(chunk: &[u8], pending: usize) -> (usize, usize) {
     let mut start = 0;
     let mut current = pending;
     let mut i = 0;
-    while i < chunk.len() {
+    // Only a CR or LF can begin a separator: jump from one to the next.
+    while let Some(at) = memchr::memchr2(b'\n', b'\r', &chunk[i..]) {
+        i += at;
         let rest = &chunk[i..];
         let sep = [b"\n\n".as_slice(), b"\r\n\r\n", b"\r\r"].into_iter().find(|sep| rest.starts_with(sep));
         if let Some(sep) = sep {
@@ -160,6 +296,7 @@ fn event_lengths(chunk: &[u8], pending: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     fn stream_of(parts: &[&'static str]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
@@ -221,6 +358,51 @@ mod tests {
         let delta = out[0].as_ref().unwrap().choices[0].delta.content.clone().unwrap();
         assert_eq!(delta, "key [redacted]");
         assert!(matches!(&out[1], Err(Failure::Stream(m)) if m.ends_with("bad key [redacted]") && !m.contains(SECRET)));
+    }
+
+    #[test]
+    fn reads_lines_the_spec_way() {
+        let mut lines = Lines::default();
+        lines.push("\u{feff}: comment\r\nevent: x\r\ndata: a\rdata:b\n\n".as_bytes());
+        assert_eq!(lines.next_event(), Some(&b"a\nb"[..]), "BOM, comment and other fields skipped");
+        lines.push(b"data: c\r");
+        assert_eq!(lines.next_event(), None, "a CR last in the buffer may be half of a CRLF");
+        lines.push(b"\n\r\ndata\n\n");
+        assert_eq!(lines.next_event(), Some(&b"c"[..]));
+        assert_eq!(lines.next_event(), Some(&b""[..]), "a field without a colon has an empty value");
+        assert_eq!(lines.next_event(), None);
+    }
+
+    /// One event every `every`, forever.
+    fn trickle(every: Duration) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(every).await;
+            Some((Ok(Bytes::from_static(b"data: {\"choices\":[]}\n\n")), ()))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_stream_and_an_endless_one_time_out() {
+        let limits = |stall, total| Limits {
+            max_event_bytes: 1024,
+            stall: Duration::from_secs(stall),
+            deadline: Instant::now() + Duration::from_secs(total),
+        };
+        let redactor = Arc::new(Redactor::default());
+        let stalled = trickle(Duration::from_secs(1)).take(2).chain(futures::stream::pending());
+        let out: Vec<_> = chunks(stalled, limits(5, 60), redactor.clone()).collect().await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        let after = Duration::from_secs(5);
+        assert!(matches!(out[2], Err(Failure::Timeout { what: "stream stalled: no chunk", after: a }) if a == after));
+
+        // Events every 3 s never stall (5 s), but the stream is cut at its total (10 s).
+        let out: Vec<_> = chunks(trickle(Duration::from_secs(3)), limits(5, 10), redactor).collect().await;
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert!(out[..3].iter().all(Result::is_ok));
+        let total = "stream still running at the total timeout";
+        assert!(
+            matches!(out[3], Err(Failure::Timeout { what, after }) if what == total && after == Duration::from_secs(1))
+        );
     }
 
     #[test]
