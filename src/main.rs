@@ -167,6 +167,7 @@ async fn check_store(path: &std::path::Path, config: &lariat::config::Store) -> 
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(path)?);
+    lariat::redact::redact_logs(&config.redactor);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)

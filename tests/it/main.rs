@@ -26,6 +26,7 @@ mod fuzz;
 mod identity;
 mod layout;
 mod limits;
+mod logs;
 mod mcp;
 mod mcp_stderr;
 mod progress;

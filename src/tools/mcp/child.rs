@@ -68,10 +68,10 @@ impl Transport<RoleClient> for Child {
     /// then kills.
     async fn close(&mut self) -> Result<(), Self::Error> {
         self.io.close().await?;
-        if let Some(mut process) = self.process.take() {
-            if tokio::time::timeout(EXIT_GRACE, process.wait()).await.is_err() {
-                Box::into_pin(process.kill()).await?;
-            }
+        if let Some(mut process) = self.process.take()
+            && tokio::time::timeout(EXIT_GRACE, process.wait()).await.is_err()
+        {
+            Box::into_pin(process.kill()).await?;
         }
         Ok(())
     }
