@@ -73,7 +73,7 @@ impl Engine {
         let tools = tool_names(&checkpoint.held);
         let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Open };
         agent.put_trace(&checkpoint.id, &trace).await?;
-        agent.store.put(&confirm::store_key(&checkpoint.id), bytes, ttl).await?;
+        agent.store.put_owned(&checkpoint.key_id, &confirm::store_key(&checkpoint.id), bytes, ttl).await?;
         self.supersede(&checkpoint).await?;
         for (call, tool) in checkpoint.held.iter().zip(&tools) {
             agent.metrics.record_confirmation(tool, "created");

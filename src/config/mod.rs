@@ -294,11 +294,15 @@ pub struct StoreLimits {
     pub max_entry_bytes: usize,
     /// Memory only (Redis has its own `maxmemory`).
     pub max_bytes: usize,
+    /// What one client key's paused conversations may hold together (both backends).
+    pub max_bytes_per_key: usize,
 }
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        Self { max_entry_bytes: 32 * 1024 * 1024, max_bytes: 512 * 1024 * 1024 }
+        // A quarter of the total: one key (one person behind a forwarding frontend)
+        // can never take the room everyone else needs.
+        Self { max_entry_bytes: 32 * 1024 * 1024, max_bytes: 512 * 1024 * 1024, max_bytes_per_key: 128 * 1024 * 1024 }
     }
 }
 
