@@ -88,11 +88,12 @@ impl Engine {
     }
 
     /// Makes `checkpoint` the only live question for its held calls in this
-    /// conversation: a chat UI that regenerates asks again, and the older question
-    /// must not run the same action a second time.
+    /// conversation: a chat UI that regenerates (or edits an earlier message) asks
+    /// again, and the older question must not run the same action a second time.
     async fn supersede(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         let store = &self.agent.store;
-        let latest = confirm::latest_key(&checkpoint.key_id, &fingerprint(checkpoint));
+        let conversation = self.caller.conversation.as_deref();
+        let latest = confirm::latest_key(&checkpoint.key_id, &fingerprint(checkpoint, conversation));
         let older = store.take(&latest).await?;
         store.put(&latest, checkpoint.id.clone().into_bytes(), self.agent.settings.gate.ttl).await?;
         let Some(older) = older.and_then(|b| String::from_utf8(b).ok()).filter(|o| *o != checkpoint.id) else {
@@ -308,18 +309,30 @@ impl Agent {
     }
 }
 
-/// The conversation before the round (without the leading instructions, which carry
-/// the time of day) and the held calls: the same for a regenerated question.
-fn fingerprint(checkpoint: &Checkpoint) -> String {
+/// Which conversation's question this is, for the same held calls: the frontend's
+/// chat id where it names one (every branch of a chat — regenerated, edited — is
+/// that chat; two chats with the same words are two), else the conversation before
+/// the round (without the leading instructions, which carry the time of day), the
+/// same for a regenerated question.
+fn fingerprint(checkpoint: &Checkpoint, conversation: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let messages = &checkpoint.messages;
-    let skip = usize::from(
-        messages
-            .first()
-            .is_some_and(|m| matches!(m.role, crate::openai::Role::System | crate::openai::Role::Developer)),
-    );
+    let skip = match conversation {
+        Some(_) => messages.len(),
+        None => usize::from(
+            messages
+                .first()
+                .is_some_and(|m| matches!(m.role, crate::openai::Role::System | crate::openai::Role::Developer)),
+        ),
+    };
     let mut hash = Sha256::new();
     hash.update(checkpoint.model.as_bytes());
+    if let Some(chat) = conversation {
+        // Length-prefixed, so no chat id can read as the start of a message list.
+        hash.update(b"\0chat\0");
+        hash.update(chat.len().to_le_bytes());
+        hash.update(chat.as_bytes());
+    }
     for message in &messages[skip..] {
         hash.update(serde_json::to_vec(&(message.role, &message.content)).unwrap_or_default());
         for call in message.calls() {

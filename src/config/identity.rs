@@ -11,6 +11,7 @@ use super::{Access, Forwarded, UserOverride};
 /// The headers Open WebUI sends with `ENABLE_FORWARD_USER_INFO_HEADERS=true`.
 const OPENWEBUI_USER: [&str; 3] = ["x-openwebui-user-email", "x-openwebui-user-id", "x-openwebui-user-name"];
 const OPENWEBUI_ROLE: &str = "x-openwebui-user-role";
+const OPENWEBUI_CHAT: &str = "x-openwebui-chat-id";
 
 pub(super) fn forwarded(
     c: &mut Checker,
@@ -19,7 +20,7 @@ pub(super) fn forwarded(
     role_access: Option<BTreeMap<String, String>>,
 ) -> Option<Forwarded> {
     let field = format!("{key}.forwarded_identity");
-    let (user_headers, role_header) = match raw {
+    let (user_headers, role_header, conversation_header) = match raw {
         None => {
             if role_access.is_some() {
                 c.err(format!("{key}.role_access"), "only applies with `forwarded_identity`");
@@ -27,7 +28,8 @@ pub(super) fn forwarded(
             return None;
         }
         Some(toml::Value::String(preset)) if preset == "openwebui" => {
-            (OPENWEBUI_USER.map(str::to_owned).to_vec(), Some(OPENWEBUI_ROLE.to_owned()))
+            let users = OPENWEBUI_USER.map(str::to_owned).to_vec();
+            (users, Some(OPENWEBUI_ROLE.to_owned()), Some(OPENWEBUI_CHAT.to_owned()))
         }
         Some(toml::Value::Array(names)) if !names.is_empty() => {
             let mut headers = Vec::new();
@@ -37,7 +39,7 @@ pub(super) fn forwarded(
                     None => c.err(&field, format!("`{name}` is not a header name")),
                 }
             }
-            (headers, None)
+            (headers, None, None)
         }
         Some(other) => {
             c.err(&field, format!("expected \"openwebui\" or a list of header names, got {other}"));
@@ -52,7 +54,7 @@ pub(super) fn forwarded(
             (role.to_ascii_lowercase(), access)
         })
         .collect();
-    Some(Forwarded { user_headers, role_header, role_access })
+    Some(Forwarded { user_headers, role_header, role_access, conversation_header })
 }
 
 pub(super) fn users(c: &mut Checker, raw: BTreeMap<String, RawUser>) -> BTreeMap<String, UserOverride> {

@@ -330,6 +330,9 @@ pub struct Forwarded {
     pub role_header: Option<String>,
     /// Role → access level; a role not listed gets the lowest level.
     pub role_access: BTreeMap<String, Access>,
+    /// The header naming the conversation (Open WebUI's chat id), if the frontend
+    /// sends one.
+    pub conversation_header: Option<String>,
 }
 
 /// Overrides for one forwarded user (`[users."alice@example.com"]`).

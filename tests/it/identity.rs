@@ -80,3 +80,56 @@ async fn only_the_person_who_was_asked_can_say_yes() {
     assert_eq!(alice["choices"][0]["message"]["content"], "Echoed.");
     assert_eq!(tools.hits("/echo").len(), 1);
 }
+
+async fn in_chat(lariat: &Lariat, chat: &str, body: &Value) -> Value {
+    let response = lariat
+        .post("/v1/chat/completions", Some(WEBUI))
+        .header("X-OpenWebUI-User-Email", "alice@example.com")
+        .header("X-OpenWebUI-User-Role", "user")
+        .header("X-OpenWebUI-Chat-Id", chat)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Asks `text` in `chat`; the held call is always `echo {"text": "hi"}`.
+async fn question(lariat: &Lariat, mock: &MockUpstream, chat: &str, text: &str) -> Value {
+    mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
+    mock.push(Reply::text("Shall I echo hi?"));
+    let asked = in_chat(lariat, chat, &ask(text)).await;
+    let asked = asked["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(asked.contains("lariat:confirm:"), "{asked}");
+    json!({"model": "agent", "messages": [
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": asked},
+        {"role": "user", "content": "yes"}
+    ]})
+}
+
+/// Open WebUI's chat id is the conversation: two chats with the same words hold two
+/// questions (a yes in each runs the action once in each), while a second branch of
+/// one chat (an edited question) supersedes the first branch's question.
+#[tokio::test]
+async fn the_chat_id_is_the_conversation_a_question_belongs_to() {
+    let (mock, tools, lariat) = setup().await;
+    let yes_a = question(&lariat, &mock, "chat-a", "echo hi").await;
+    let yes_b = question(&lariat, &mock, "chat-b", "echo hi").await;
+    let yes_c1 = question(&lariat, &mock, "chat-c", "echo hi").await;
+    let yes_c2 = question(&lariat, &mock, "chat-c", "please echo hi").await;
+
+    for (yes, chat, ran) in [(&yes_a, "chat-a", 1), (&yes_b, "chat-b", 2), (&yes_c2, "chat-c", 3)] {
+        mock.push(Reply::text("Echoed."));
+        let answer = in_chat(&lariat, chat, yes).await;
+        assert_eq!(answer["choices"][0]["message"]["content"], "Echoed.", "{chat}: {answer}");
+        assert_eq!(tools.hits("/echo").len(), ran, "{chat}");
+    }
+    // The first branch of chat C was superseded by the second: its yes runs nothing,
+    // and lariat says so itself.
+    let answer = in_chat(&lariat, "chat-c", &yes_c1).await;
+    let said = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(said.starts_with("A newer question replaced this one, so nothing was run"), "{said}");
+    assert_eq!(tools.hits("/echo").len(), 3, "the action ran twice in one chat");
+}
