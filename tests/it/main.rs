@@ -28,6 +28,7 @@ mod layout;
 mod limits;
 mod logs;
 mod mcp;
+mod mcp_raw;
 mod mcp_stderr;
 mod progress;
 mod relay;

@@ -8,6 +8,7 @@
 
 mod child;
 mod lines;
+mod streamable;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,7 +209,8 @@ impl Source {
                     custom.insert(name, value);
                 }
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
-                handshake(handler.serve(StreamableHttpClientTransport::from_config(config))).await
+                let client = streamable::Client::new(&self.name)?;
+                handshake(handler.serve(StreamableHttpClientTransport::with_client(client, config))).await
             }
         }
     }
