@@ -11,7 +11,7 @@ use crate::config::{Access, Forwarded, Key, Progress, UserOverride, key_digest};
 use crate::globs::Globs;
 
 /// The authenticated identity of one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub user: String,
     pub access: Access,
@@ -25,8 +25,8 @@ pub struct Caller {
     pub key_id: String,
     /// The key takes its person from these headers.
     forwarded: Option<Arc<Forwarded>>,
-    /// The frontend's conversation (Open WebUI's chat id), when it names one: the
-    /// same request in two chats is then two questions, neither replacing the other.
+    /// The conversation as the frontend names it (Open WebUI's chat id), when the
+    /// key's `forwarded_identity` reads one and the request carries it.
     pub conversation: Option<String>,
 }
 
@@ -107,7 +107,13 @@ impl Keys {
             let value = headers.get(name)?.to_str().ok()?.trim();
             (!value.is_empty() && value.len() <= 256).then_some(value)
         };
-        let Some(user) = forwarded.user_headers.iter().find_map(|h| header(h)) else { return caller };
+        let conversation = forwarded.conversation_header.as_deref().and_then(header).map(str::to_owned);
+        let Some(user) = forwarded.user_headers.iter().find_map(|h| header(h)) else {
+            if conversation.is_none() {
+                return caller;
+            }
+            return Arc::new(Caller { conversation, forwarded: None, ..caller.as_ref().clone() });
+        };
         let role_access = |role: &str| forwarded.role_access.get(&role.to_ascii_lowercase()).copied();
         let from_role = match &forwarded.role_header {
             // A role the key does not map gets the lowest level.
@@ -130,7 +136,7 @@ impl Keys {
             progress: caller.progress,
             key_id,
             forwarded: None,
-            conversation: forwarded.conversation_header.as_deref().and_then(header).map(str::to_owned),
+            conversation,
         })
     }
 
@@ -221,10 +227,28 @@ mod tests {
         );
         let nobody = keys.identify(webui.clone(), &headers(&[]));
         assert!(Arc::ptr_eq(&nobody, &webui), "no person named: the key itself");
+        assert_eq!(alice.conversation, None);
+        let chatting = keys.identify(
+            webui.clone(),
+            &headers(&[("x-openwebui-user-email", "alice@example.com"), ("x-openwebui-chat-id", "c-1")]),
+        );
+        assert_eq!((chatting.user.as_str(), chatting.conversation.as_deref()), ("alice@example.com", Some("c-1")));
+        let chat_only = keys.identify(webui.clone(), &headers(&[("x-openwebui-chat-id", "c-2")]));
+        assert_eq!(
+            (chat_only.key_id.as_str(), chat_only.conversation.as_deref()),
+            (webui.key_id.as_str(), Some("c-2"))
+        );
 
         let plain = keys.authenticate(Some(b"Bearer sk-plain-key")).unwrap();
-        let same = keys.identify(plain.clone(), &headers(&[("x-openwebui-user-email", "mallory@example.com")]));
-        assert_eq!(same.user, "plain", "another key's headers are ignored");
+        let same = keys.identify(
+            plain.clone(),
+            &headers(&[("x-openwebui-user-email", "mallory@example.com"), ("x-openwebui-chat-id", "c-1")]),
+        );
+        assert_eq!(
+            (same.user.as_str(), same.conversation.as_deref()),
+            ("plain", None),
+            "another key's headers are ignored"
+        );
     }
 
     #[test]

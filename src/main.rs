@@ -106,6 +106,7 @@ fn health(addr: Option<&str>, config: Option<&std::path::Path>, timeout: std::ti
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(path)?);
+    lariat::redact::redact_logs(&config.redactor);
     for warning in &config.warnings {
         tracing::warn!(key = %warning.key, "config: {}", warning.message);
     }

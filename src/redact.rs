@@ -3,6 +3,8 @@
 //! logs all pass through a `Redactor` built from every secret in the config.
 
 use std::borrow::Cow;
+use std::io::Write;
+use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -77,6 +79,56 @@ impl Redactor {
             Cow::Borrowed(_) => text,
             Cow::Owned(cleaned) => cleaned,
         }
+    }
+}
+
+/// The redactor every log line passes through, once the config is loaded.
+static LOGS: OnceLock<Redactor> = OnceLock::new();
+
+/// Blanks `redactor`'s secrets out of every log line from now on. A process logs
+/// for one config, so the first call wins.
+pub fn redact_logs(redactor: &Redactor) {
+    let _ = LOGS.set(redactor.clone());
+}
+
+/// Where log lines go: stderr, each line redacted whole. The log writer rather than
+/// each call site, because dependencies log too: rmcp, at debug level, logs the
+/// messages it exchanges with MCP servers (arguments, results, their environment's
+/// echoes), and no call site of lariat's sees those.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::new())
+    }
+}
+
+/// One event's output, written to stderr redacted when the event is done (a secret
+/// split across two writes is still found).
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let line = match LOGS.get() {
+            Some(redactor) => redactor.redact_bytes(&self.0),
+            None => Cow::Borrowed(self.0.as_slice()),
+        };
+        // Nowhere to report a failed log write.
+        let _ = std::io::stderr().lock().write_all(&line);
     }
 }
 

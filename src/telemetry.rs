@@ -48,10 +48,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` sets levels (default `info`).
+/// Levels when `RUST_LOG` is not set. rmcp logs whole protocol structs (and every
+/// MCP progress notification) at info: only its warnings and errors show by default.
+pub const DEFAULT_LOG_LEVELS: &str = "info,rmcp=warn";
+
+/// Installs the global subscriber. `RUST_LOG` sets levels (default
+/// [`DEFAULT_LOG_LEVELS`]); every line is redacted once `redact::redact_logs` ran.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_LEVELS));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::redact::LogWriter);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(true).init(),

@@ -47,6 +47,14 @@ pub enum Event {
         outcome: ToolOutcome,
         duration: Duration,
     },
+    /// A tool call read `url` (`fetch_url`), between its `ToolStarted` and
+    /// `ToolFinished`: chat UIs list it among the answer's sources. `excerpt` is the
+    /// start of what was read, already redacted like every tool result.
+    SourceRead {
+        name: String,
+        url: String,
+        excerpt: String,
+    },
     /// The chain moved on from a failing target.
     Fallback {
         from: Arc<str>,

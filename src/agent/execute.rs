@@ -17,6 +17,8 @@ use crate::tools::ToolSet;
 
 /// Arguments in `ToolStarted` events are cut to this many characters.
 const EVENT_ARGUMENTS_CHARS: usize = 120;
+/// What a `SourceRead` event shows of the page read.
+const SOURCE_EXCERPT_CHARS: usize = 500;
 
 /// Who is asking, for the audit log.
 pub struct Audit<'a> {
@@ -76,10 +78,17 @@ impl Executor<'_> {
         } else {
             Value::Object(args.clone()).to_string()
         };
+        let url = tool.url_read(&args);
         let result = tokio::time::timeout(tool.timeout, tool.call(args)).await;
         let elapsed = started.elapsed();
         let (outcome, content) = match result {
-            Ok(Ok(text)) => (ToolOutcome::Ok, cap(text, self.max_output_bytes)),
+            Ok(Ok(text)) => {
+                if let Some(url) = url {
+                    let excerpt = crate::text::shorten(&text, SOURCE_EXCERPT_CHARS);
+                    let _ = self.events.send(Event::SourceRead { name: name.to_owned(), url, excerpt }).await;
+                }
+                (ToolOutcome::Ok, cap(text, self.max_output_bytes))
+            }
             Ok(Err(e)) => (ToolOutcome::Error, format!("Tool error: {e}")),
             Err(_) => (ToolOutcome::Timeout, format!("Tool error: `{name}` timed out after {:?}", tool.timeout)),
         };

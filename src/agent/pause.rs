@@ -73,7 +73,7 @@ impl Engine {
         let tools = tool_names(&checkpoint.held);
         let trace = Trace { key_id: checkpoint.key_id.clone(), tools: tools.clone(), state: TraceState::Open };
         agent.put_trace(&checkpoint.id, &trace).await?;
-        agent.store.put(&confirm::store_key(&checkpoint.id), bytes, ttl).await?;
+        agent.store.put_owned(&checkpoint.key_id, &confirm::store_key(&checkpoint.id), bytes, ttl).await?;
         self.supersede(&checkpoint).await?;
         for (call, tool) in checkpoint.held.iter().zip(&tools) {
             agent.metrics.record_confirmation(tool, "created");
@@ -88,8 +88,8 @@ impl Engine {
     }
 
     /// Makes `checkpoint` the only live question for its held calls in this
-    /// conversation: a chat UI that regenerates asks again, and the older question
-    /// must not run the same action a second time.
+    /// conversation: a chat UI that regenerates (or edits an earlier message) asks
+    /// again, and the older question must not run the same action a second time.
     async fn supersede(&self, checkpoint: &Checkpoint) -> Result<(), Error> {
         let store = &self.agent.store;
         let conversation = self.caller.conversation.as_deref();
@@ -312,23 +312,29 @@ impl Agent {
     }
 }
 
-/// The conversation before the round (without the leading instructions, which carry
-/// the time of day) and the held calls: the same for a regenerated question. A chat
-/// id the frontend forwards is part of it: two chats opening alike are not one.
+/// Which conversation's question this is, for the same held calls: the frontend's
+/// chat id where it names one (every branch of a chat — regenerated, edited — is
+/// that chat; two chats with the same words are two), else the conversation before
+/// the round (without the leading instructions, which carry the time of day), the
+/// same for a regenerated question.
 fn fingerprint(checkpoint: &Checkpoint, conversation: Option<&str>) -> String {
     use sha2::{Digest, Sha256};
     let messages = &checkpoint.messages;
-    let skip = usize::from(
-        messages
-            .first()
-            .is_some_and(|m| matches!(m.role, crate::openai::Role::System | crate::openai::Role::Developer)),
-    );
+    let skip = match conversation {
+        Some(_) => messages.len(),
+        None => usize::from(
+            messages
+                .first()
+                .is_some_and(|m| matches!(m.role, crate::openai::Role::System | crate::openai::Role::Developer)),
+        ),
+    };
     let mut hash = Sha256::new();
     hash.update(checkpoint.model.as_bytes());
-    if let Some(conversation) = conversation {
-        // Length-prefixed, so no chat id can run into the messages that follow.
-        hash.update(conversation.len().to_le_bytes());
-        hash.update(conversation.as_bytes());
+    if let Some(chat) = conversation {
+        // Length-prefixed, so no chat id can read as the start of a message list.
+        hash.update(b"\0chat\0");
+        hash.update(chat.len().to_le_bytes());
+        hash.update(chat.as_bytes());
     }
     for message in &messages[skip..] {
         hash.update(serde_json::to_vec(&(message.role, &message.content)).unwrap_or_default());

@@ -142,7 +142,7 @@ impl Engine {
             route: self.progress.route,
         };
         let bytes = serde_json::to_vec(&round).map_err(|e| Error::Internal(format!("encoding a round: {e}")))?;
-        Ok(self.agent.store.put(&store_key, bytes, self.agent.settings.suspend_ttl).await?)
+        Ok(self.agent.store.put_owned(key_id, &store_key, bytes, self.agent.settings.suspend_ttl).await?)
     }
 }
 

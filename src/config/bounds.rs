@@ -140,12 +140,16 @@ pub(super) fn store(c: &mut Checker, s: raw::RawStore) -> (Store, StoreLimits) {
     let limits = StoreLimits {
         max_entry_bytes: bytes(s.max_entry_bytes, defaults.max_entry_bytes),
         max_bytes: bytes(s.max_bytes, defaults.max_bytes),
+        max_bytes_per_key: bytes(s.max_bytes_per_key, defaults.max_bytes_per_key),
     };
     if limits.max_entry_bytes < 1024 {
         c.err("store.max_entry_bytes", "must be at least 1024");
     }
     if limits.max_bytes < limits.max_entry_bytes {
         c.err("store.max_bytes", "must not be smaller than max_entry_bytes");
+    }
+    if limits.max_bytes_per_key < limits.max_entry_bytes {
+        c.err("store.max_bytes_per_key", "must not be smaller than max_entry_bytes");
     }
     if s.kind == raw::StoreKind::Redis && s.max_bytes.is_some() {
         c.err("store.max_bytes", "memory only; bound Redis with its own `maxmemory`");

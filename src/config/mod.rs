@@ -307,11 +307,15 @@ pub struct StoreLimits {
     pub max_entry_bytes: usize,
     /// Memory only (Redis has its own `maxmemory`).
     pub max_bytes: usize,
+    /// What one client key's paused conversations may hold together (both backends).
+    pub max_bytes_per_key: usize,
 }
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        Self { max_entry_bytes: 32 * 1024 * 1024, max_bytes: 512 * 1024 * 1024 }
+        // A quarter of the total: one key (one person behind a forwarding frontend)
+        // can never take the room everyone else needs.
+        Self { max_entry_bytes: 32 * 1024 * 1024, max_bytes: 512 * 1024 * 1024, max_bytes_per_key: 128 * 1024 * 1024 }
     }
 }
 
@@ -339,7 +343,8 @@ pub struct Forwarded {
     pub role_header: Option<String>,
     /// Role → access level; a role not listed gets the lowest level.
     pub role_access: BTreeMap<String, Access>,
-    /// The header naming the conversation (Open WebUI's chat id), if it sends one.
+    /// The header naming the conversation (Open WebUI's chat id), if the frontend
+    /// sends one.
     pub conversation_header: Option<String>,
 }
 

@@ -446,6 +446,8 @@ pub struct RawStore {
     pub max_entry_bytes: Option<u64>,
     /// Memory only: the most bytes all entries may take together.
     pub max_bytes: Option<u64>,
+    /// The most bytes one client key's paused conversations may take together.
+    pub max_bytes_per_key: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -165,7 +165,10 @@ fn hardening_limits_have_defaults_and_are_configurable() {
     let openai = &c.providers["openai"];
     assert_eq!(openai.max_response_bytes, 2048);
     assert_eq!((openai.pool_idle_timeout, openai.pool_max_idle_per_host), (Duration::from_secs(5), 4));
-    assert_eq!(c.store_limits, StoreLimits { max_entry_bytes: 4096, max_bytes: 8192 });
+    assert_eq!(
+        c.store_limits,
+        StoreLimits { max_entry_bytes: 4096, max_bytes: 8192, max_bytes_per_key: 128 * 1024 * 1024 }
+    );
     let bad = errors(&format!(
         "{BASE}\n[server]\nmax_connections = 0\nmax_header_bytes = 100\nheader_read_timeout_s = 0\n\
          [store]\nmax_entry_bytes = 4096\nmax_bytes = 1024\n"

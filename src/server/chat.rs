@@ -130,12 +130,18 @@ impl StreamFace {
                 return [status, finish.map(Ok), usage.map(Ok)];
             }
             Event::Failed(error) => return [self.close_status().map(Ok), Some(Err(error.into())), None],
+            // A source is listed where status lines show (Open WebUI); the other
+            // progress modes have no place for it.
+            Event::SourceRead { name, url, excerpt } if self.progress == Progress::Status => {
+                Some(ChatChunk::event(source_event(&name, &url, &excerpt)))
+            }
             Event::Started { .. }
             | Event::ClientCall(_)
             | Event::RoundStarted { .. }
             | Event::RoundFinished { .. }
             | Event::ToolStarted { .. }
             | Event::ToolFinished { .. }
+            | Event::SourceRead { .. }
             | Event::Fallback { .. }
             | Event::Compacted { .. }
             | Event::HandedOver { .. }
@@ -209,6 +215,20 @@ impl StreamFace {
         }
         (!chunk.choices.is_empty()).then_some(chunk)
     }
+}
+
+/// Open WebUI's `source` event, shaped as its own web search sends one: it lists
+/// `source` under the answer, names it by the URL in `metadata`, and shows
+/// `document` when the source is opened.
+fn source_event(tool: &str, url: &str, excerpt: &str) -> Value {
+    json!({
+        "type": "source",
+        "data": {
+            "source": {"name": url, "url": url},
+            "document": [excerpt],
+            "metadata": [{"source": url, "name": url, "tool": tool}],
+        }
+    })
 }
 
 fn tool_call_delta(call: CallDelta) -> ToolCallDelta {

@@ -1,8 +1,9 @@
 //! The embedded backend: one process's memory, bounded in entries and in bytes, a
 //! TTL per entry.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use moka::Expiry;
@@ -32,11 +33,32 @@ pub struct MemoryStore {
 struct Usage {
     bytes: AtomicUsize,
     entries: AtomicU64,
+    /// Bytes per owner (a client key) of the entries stored for one.
+    owners: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Usage {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, usize>> {
+        // Every update is a single insert or removal, so a poisoned map is still consistent.
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn release(&self, owner: &str, size: usize) {
+        let mut owners = self.owners();
+        if let Some(used) = owners.get_mut(owner) {
+            *used = used.saturating_sub(size);
+            if *used == 0 {
+                owners.remove(owner);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
     value: Arc<Vec<u8>>,
+    /// Whose bytes these are, when they count toward a per-key bound.
+    owner: Option<Arc<str>>,
     ttl: Duration,
     /// Validity is judged on tokio's clock (testable with paused time); moka's own
     /// expiry only frees the memory.
@@ -91,8 +113,12 @@ impl MemoryStore {
         let cache = Cache::builder()
             .expire_after(PerEntryTtl)
             .eviction_listener(move |key: Arc<String>, entry: Entry, _cause| {
-                released.bytes.fetch_sub(weight(&key, &entry.value), Ordering::AcqRel);
+                let size = weight(&key, &entry.value);
+                released.bytes.fetch_sub(size, Ordering::AcqRel);
                 released.entries.fetch_sub(1, Ordering::AcqRel);
+                if let Some(owner) = &entry.owner {
+                    released.release(owner, size);
+                }
             })
             .build();
         Self { cache, usage, capacity, limits }
@@ -109,9 +135,59 @@ impl MemoryStore {
         self.usage.bytes.load(Ordering::Acquire)
     }
 
-    pub(super) async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+    /// Bytes the live entries of `owner` take.
+    pub fn bytes_of(&self, owner: &str) -> usize {
+        self.usage.owners().get(owner).copied().unwrap_or(0)
+    }
+
+    pub(super) async fn put(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let size = weight(key, &value);
         super::check_entry(size, self.limits)?;
+        let owner: Option<Arc<str>> = owner.map(Arc::from);
+        if let Some(owner) = &owner {
+            self.charge(owner, size).await?;
+        }
+        let stored = self.put_charged(key, value, ttl, owner.clone(), size).await;
+        if let (Err(_), Some(owner)) = (&stored, &owner) {
+            self.usage.release(owner, size);
+        }
+        stored
+    }
+
+    /// Charges `size` bytes to `owner` if they fit its bound.
+    async fn charge(&self, owner: &Arc<str>, size: usize) -> Result<(), StoreError> {
+        for attempt in 0..2 {
+            {
+                let mut owners = self.usage.owners();
+                let used = owners.get(owner).copied().unwrap_or(0);
+                if used.saturating_add(size) <= self.limits.max_bytes_per_key {
+                    owners.insert(owner.clone(), used + size);
+                    return Ok(());
+                }
+                if attempt == 1 {
+                    return Err(super::key_full(used, self.limits));
+                }
+            }
+            // Expired entries are released lazily; collect them and look again.
+            self.cache.run_pending_tasks().await;
+        }
+        Err(super::key_full(self.bytes_of(owner), self.limits))
+    }
+
+    async fn put_charged(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        owner: Option<Arc<str>>,
+        size: usize,
+    ) -> Result<(), StoreError> {
         // A replaced value is released when it goes, so it only counts as an entry once.
         let replacing = self.cache.contains_key(key);
         if !self.reserve(size, replacing) {
@@ -121,7 +197,7 @@ impl MemoryStore {
                 return Err(self.full(size));
             }
         }
-        let entry = Entry { value: Arc::new(value), ttl, deadline: tokio::time::Instant::now() + ttl };
+        let entry = Entry { value: Arc::new(value), owner, ttl, deadline: tokio::time::Instant::now() + ttl };
         self.cache.insert(key.to_owned(), entry).await;
         Ok(())
     }

@@ -46,6 +46,22 @@ fn check_entry(size: usize, limits: config::StoreLimits) -> Result<(), StoreErro
     Ok(())
 }
 
+/// Refuses a value that would take `owner` past its per-key bound; `used` is what
+/// its live entries hold.
+fn key_full(used: usize, limits: config::StoreLimits) -> StoreError {
+    tracing::warn!(
+        used_bytes = used,
+        max_bytes_per_key = limits.max_bytes_per_key,
+        "a client key's share of the store is full; refusing a new entry (raise store.max_bytes_per_key)"
+    );
+    StoreError::Full(format!(
+        "too many of your conversations are waiting for an answer (they hold {used} bytes; one client key may \
+         hold at most {} bytes, `store.max_bytes_per_key`), so this request cannot wait for one; nothing was run. \
+         Answer or abandon a waiting question, or try again later.",
+        limits.max_bytes_per_key
+    ))
+}
+
 /// The configured backend. A closed enum rather than a trait object: the set of
 /// backends is ours, and async trait objects would cost a box per call.
 #[derive(Debug, Clone)]
@@ -102,8 +118,19 @@ impl Store {
     /// over the store's bounds is refused (`Full`); nothing else is evicted for it.
     pub async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
         match self {
-            Self::Memory(m) => m.put(key, value, ttl).await,
+            Self::Memory(m) => m.put(None, key, value, ttl).await,
             Self::Redis(r) => r.put(key, value, ttl).await,
+        }
+    }
+
+    /// [`Store::put`] of a value that counts toward `owner`'s share
+    /// (`store.max_bytes_per_key`): a client key's paused conversations, so one key
+    /// cannot fill the store for everyone. Over its share, `Full`; nothing of anyone's
+    /// is evicted.
+    pub async fn put_owned(&self, owner: &str, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.put(Some(owner), key, value, ttl).await,
+            Self::Redis(r) => r.put_owned(owner, key, value, ttl).await,
         }
     }
 

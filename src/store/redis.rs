@@ -20,11 +20,38 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// Redis refuses an expiry that overflows its clock; no real TTL comes near this.
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 2;
 
+/// KEYS: the owner's hash (entry key → size), the entry's key. ARGV: value, TTL in
+/// ms, size, the owner's bound. Returns 0 when stored, else 1 + the bytes the
+/// owner's live entries hold. Stored the same way a bare `SET … PX` would.
+const PUT_OWNED: &str = r"
+local used = 0
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local k = entries[i]
+  if k ~= KEYS[2] then
+    if redis.call('EXISTS', k) == 1 then
+      used = used + tonumber(entries[i + 1])
+    else
+      redis.call('HDEL', KEYS[1], k)
+    end
+  end
+end
+if used + tonumber(ARGV[3]) > tonumber(ARGV[4]) then
+  return used + 1
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], KEYS[2], ARGV[3])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
 /// A Redis-backed store. Cheap to clone: clones share one connection.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
-    /// Only the per-entry bound applies: Redis bounds its total with `maxmemory`.
+    /// The per-entry and per-key bounds apply: Redis bounds its total with `maxmemory`.
     limits: crate::config::StoreLimits,
 }
 
@@ -84,6 +111,29 @@ impl RedisStore {
         let mut cmd = ::redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value).arg("PX").arg(ttl_ms);
         self.run(&cmd).await
+    }
+
+    /// `put`, charged to `owner`, in one script so that two replicas storing for one
+    /// key at once cannot both slip under its bound. A hash per owner lists its
+    /// entries and their sizes; one taken or expired is no longer counted (and is
+    /// dropped from the hash) when the next is stored.
+    pub(super) async fn put_owned(
+        &self,
+        owner: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let size = value.len();
+        super::check_entry(size, self.limits)?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(MAX_TTL_MS).clamp(1, MAX_TTL_MS);
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(PUT_OWNED).arg(2).arg(self.key(&format!("owner:{owner}"))).arg(self.key(key));
+        cmd.arg(value).arg(ttl_ms).arg(size).arg(self.limits.max_bytes_per_key);
+        match self.run::<u64>(&cmd).await? {
+            0 => Ok(()),
+            refused => Err(super::key_full(usize::try_from(refused - 1).unwrap_or(usize::MAX), self.limits)),
+        }
     }
 
     pub(super) async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -94,6 +94,16 @@ impl Tool {
         }
     }
 
+    /// The URL a call with `args` reads, for a tool known to read one (`fetch_url`;
+    /// what an MCP or HTTP tool does with its arguments is not lariat's to guess).
+    /// Redacted, as it goes to the client.
+    pub fn url_read(&self, args: &Map<String, Value>) -> Option<String> {
+        match &self.kind {
+            Kind::FetchUrl(_) => args.get("url").and_then(Value::as_str).map(|url| self.redactor.clean(url.to_owned())),
+            _ => None,
+        }
+    }
+
     /// Runs the tool. Timeouts and output caps are the caller's (the agent's) job.
     /// What it returns, result or error, goes to the model, the client and the audit
     /// log, so it is cleaned of every configured secret here, for every kind of tool.

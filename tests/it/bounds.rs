@@ -52,6 +52,34 @@ async fn held_confirmations_stay_under_the_store_cap() {
     assert_eq!(tools.hits("/echo").len(), 1);
 }
 
+/// One key's held confirmations fill its share (`store.max_bytes_per_key`) long
+/// before the store is full: the next is refused with a 503 that says so.
+#[tokio::test]
+async fn held_confirmations_of_one_key_stay_under_its_share() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let config = format!(
+        "{}\n[confirm]\ntools = [\"echo\"]\n\n[store]\nmax_entry_bytes = 1048576\nmax_bytes_per_key = 1572864\n",
+        agent_config(&mock, &tools, "")
+    );
+    let lariat = Lariat::start(&config).await;
+    mock.always(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
+    let big = "x".repeat(600 * 1024);
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let body = json!({"model": "agent", "messages": [{"role": "user", "content": format!("{i} {big}")}]});
+        let response = lariat.chat(body).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 503 {
+            let error = expect_error(response, 503, "unavailable").await;
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains("`store.max_bytes_per_key`") && message.contains("nothing was run"), "{message}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 503, 503]);
+    assert!(tools.hits("/echo").is_empty(), "nothing runs unconfirmed");
+}
+
 /// A non-streaming upstream answer over `upstream.max_response_bytes` is a failed
 /// attempt, not 50 MB buffered and relayed.
 #[tokio::test]

@@ -82,7 +82,7 @@ async fn only_the_person_who_was_asked_can_say_yes() {
 }
 
 async fn in_chat(lariat: &Lariat, chat: &str, body: &Value) -> Value {
-    lariat
+    let response = lariat
         .post("/v1/chat/completions", Some(WEBUI))
         .header("X-OpenWebUI-User-Email", "alice@example.com")
         .header("X-OpenWebUI-User-Role", "user")
@@ -90,48 +90,46 @@ async fn in_chat(lariat: &Lariat, chat: &str, body: &Value) -> Value {
         .json(body)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
 
-fn yes_to(question: &Value) -> Value {
-    let asked = question["choices"][0]["message"]["content"].as_str().unwrap();
+/// Asks `text` in `chat`; the held call is always `echo {"text": "hi"}`.
+async fn question(lariat: &Lariat, mock: &MockUpstream, chat: &str, text: &str) -> Value {
+    mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
+    mock.push(Reply::text("Shall I echo hi?"));
+    let asked = in_chat(lariat, chat, &ask(text)).await;
+    let asked = asked["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
+    assert!(asked.contains("lariat:confirm:"), "{asked}");
     json!({"model": "agent", "messages": [
-        {"role": "user", "content": "echo hi"},
+        {"role": "user", "content": text},
         {"role": "assistant", "content": asked},
         {"role": "user", "content": "yes"}
     ]})
 }
 
-/// The chat id names the conversation: the same request in two chats is two
-/// questions that each stand, while a question asked again in one chat (regenerate)
-/// replaces the older one there.
+/// Open WebUI's chat id is the conversation: two chats with the same words hold two
+/// questions (a yes in each runs the action once in each), while a second branch of
+/// one chat (an edited question) supersedes the first branch's question.
 #[tokio::test]
-async fn the_same_request_in_two_chats_asks_two_questions() {
+async fn the_chat_id_is_the_conversation_a_question_belongs_to() {
     let (mock, tools, lariat) = setup().await;
-    let ask_in = async |chat: &str| {
-        mock.push(Reply::tool_calls(&[("up_1", "echo", r#"{"text": "hi"}"#)]));
-        mock.push(Reply::text("Shall I echo hi?"));
-        in_chat(&lariat, chat, &ask("echo hi")).await
-    };
-    let first = ask_in("chat-a").await;
-    let other_chat = ask_in("chat-b").await;
-    let regenerated = ask_in("chat-b").await;
+    let yes_a = question(&lariat, &mock, "chat-a", "echo hi").await;
+    let yes_b = question(&lariat, &mock, "chat-b", "echo hi").await;
+    let yes_c1 = question(&lariat, &mock, "chat-c", "echo hi").await;
+    let yes_c2 = question(&lariat, &mock, "chat-c", "please echo hi").await;
 
-    mock.push(Reply::text("Echoed."));
-    let answer = in_chat(&lariat, "chat-a", &yes_to(&first)).await;
-    assert_eq!(answer["choices"][0]["message"]["content"], "Echoed.", "another chat's question does not replace it");
-    assert_eq!(tools.hits("/echo").len(), 1);
-
-    let stale = in_chat(&lariat, "chat-b", &yes_to(&other_chat)).await;
-    let text = stale["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(text.starts_with("A newer question replaced this one"), "regenerated in its own chat: {text}");
-    assert_eq!(tools.hits("/echo").len(), 1);
-
-    mock.push(Reply::text("Echoed again."));
-    let answer = in_chat(&lariat, "chat-b", &yes_to(&regenerated)).await;
-    assert_eq!(answer["choices"][0]["message"]["content"], "Echoed again.");
-    assert_eq!(tools.hits("/echo").len(), 2, "once per chat");
+    for (yes, chat, ran) in [(&yes_a, "chat-a", 1), (&yes_b, "chat-b", 2), (&yes_c2, "chat-c", 3)] {
+        mock.push(Reply::text("Echoed."));
+        let answer = in_chat(&lariat, chat, yes).await;
+        assert_eq!(answer["choices"][0]["message"]["content"], "Echoed.", "{chat}: {answer}");
+        assert_eq!(tools.hits("/echo").len(), ran, "{chat}");
+    }
+    // The first branch of chat C was superseded by the second: its yes runs nothing,
+    // and lariat says so itself.
+    let answer = in_chat(&lariat, "chat-c", &yes_c1).await;
+    let said = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(said.starts_with("A newer question replaced this one, so nothing was run"), "{said}");
+    assert_eq!(tools.hits("/echo").len(), 3, "the action ran twice in one chat");
 }

@@ -1,5 +1,6 @@
-//! A stdio MCP server's stderr: drained whatever bytes it holds, and shown where an
-//! operator looks when the server fails (`/ready`, `lariat check`).
+//! A stdio MCP server's odd output: stderr drained whatever bytes it holds and shown
+//! where an operator looks when the server fails (`/ready`, `lariat check`); answers
+//! that cannot be decoded; tools lariat cannot run.
 
 use std::io::Write;
 use std::process::Command;
@@ -59,15 +60,15 @@ async fn a_noisy_server_with_invalid_utf8_on_stderr_keeps_working() {
     assert!(env.is_object(), "{result}");
 }
 
-/// A result nested 5,000 levels deep cannot be decoded: that call fails (at its
-/// timeout), the call beside it and the connection carry on.
+/// A result nested 5,000 levels deep cannot be decoded: that call fails at once
+/// (its timeout is far off), the call beside it and the connection carry on.
 #[tokio::test]
-async fn an_undecodable_result_fails_only_its_call() {
+async fn an_undecodable_result_fails_only_its_call_at_once() {
     let Some(python) = venv_program("python", &["-c", "pass"]) else { return };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/env_server.py");
     let mock = MockUpstream::start().await;
     let sources =
-        format!("[tools.mcp.envy]\ncommand = \"{}\"\nargs = [\"{script}\"]\ntimeout_s = 1\n", python.display());
+        format!("[tools.mcp.envy]\ncommand = \"{}\"\nargs = [\"{script}\"]\ntimeout_s = 600\n", python.display());
     let lariat = Lariat::start(&sources_config(&mock, &sources)).await;
     lariat.wait_ready().await;
     let results = |n: usize| -> Vec<String> {
@@ -83,7 +84,10 @@ async fn an_undecodable_result_fails_only_its_call() {
     let ask = json!({"model": "agent", "messages": [{"role": "user", "content": "go"}]});
     assert_eq!(lariat.chat(ask.clone()).await.status(), 200);
     let first = results(1);
-    assert!(first[0].starts_with("Tool error:") && first[0].contains("timed out"), "{first:?}");
+    assert!(
+        first[0].starts_with("Tool error: lariat could not decode the MCP server's answer (recursion limit exceeded"),
+        "{first:?}"
+    );
     assert!(first[1].starts_with('{'), "the other call failed too: {first:?}");
     // The connection survived: the next call on it works.
     mock.push(Reply::tool_calls(&[("c", "envy__get_env", "{}")])).push(Reply::text("ok"));
@@ -91,4 +95,28 @@ async fn an_undecodable_result_fails_only_its_call() {
     assert!(results(3)[0].starts_with('{'), "{:?}", results(3));
     let ready = lariat.wait_ready().await;
     assert_eq!(ready["tool_sources"]["envy"], "ready (2 tools)", "{ready}");
+}
+
+/// `background_job` declares `execution.taskSupport = "required"`: it can only run
+/// as an MCP task, which lariat does not do, so the model is never offered it.
+#[tokio::test]
+async fn a_tool_that_requires_task_support_is_not_offered() {
+    let Some(python) = venv_program("python", &["-c", "pass"]) else { return };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/env_server.py");
+    let mock = MockUpstream::start().await;
+    let sources = format!("[tools.mcp.envy]\ncommand = \"{}\"\nargs = [\"{script}\"]\n", python.display());
+    let lariat = Lariat::start(&sources_config(&mock, &sources)).await;
+    let ready = lariat.wait_ready().await;
+    assert_eq!(ready["tool_sources"]["envy"], "ready (2 tools)", "{ready}");
+    mock.push(Reply::text("ok"));
+    let ask = json!({"model": "agent", "messages": [{"role": "user", "content": "go"}]});
+    assert_eq!(lariat.chat(ask).await.status(), 200);
+    let offered: Vec<String> = mock.received()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(offered.contains(&"envy__get_env".to_owned()) && offered.contains(&"envy__deep".to_owned()), "{offered:?}");
+    assert!(!offered.iter().any(|name| name.contains("background_job")), "{offered:?}");
 }

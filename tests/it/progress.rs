@@ -95,3 +95,45 @@ async fn a_non_streamed_answer_carries_no_progress() {
     let body: Value = lariat.chat(ask("echo hi")).await.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "All done.");
 }
+
+/// A page `fetch_url` read is listed as an Open WebUI `source` in a stream that shows
+/// status lines; a stream showing progress another way, a non-streamed answer and
+/// the model never get it.
+#[tokio::test]
+async fn a_page_fetch_url_read_is_a_source_in_status_streams_only() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let config = agent_config(&mock, &tools, "progress = \"status\"")
+        + "\n[tools.builtin.fetch_url]\nallow_private = [\"127.0.0.0/8\"]\n";
+    let lariat = Lariat::start(&config).await;
+    let url = format!("{}/echo", tools.url);
+    let arguments = json!({"url": url}).to_string();
+    let script = |mock: &MockUpstream| {
+        mock.push(Reply::stream_tool_calls(None, &[("f", "fetch_url", &arguments)]));
+        mock.push(Reply::stream(&["Read it."]));
+    };
+    let is_source = |e: &&Value| e["event"]["type"] == "source";
+
+    script(&mock);
+    let events = stream(&lariat, ALICE, None).await;
+    let sources: Vec<&Value> = events.iter().filter(is_source).collect();
+    assert_eq!(sources.len(), 1, "{events:#?}");
+    let data = &sources[0]["event"]["data"];
+    assert_eq!(data["source"], json!({"name": url, "url": url}));
+    assert_eq!(data["metadata"][0]["source"], url.as_str());
+    assert!(data["document"][0].as_str().unwrap().starts_with("{\"echo\""), "{data}");
+    assert_eq!(sources[0]["choices"], json!([]));
+    assert_eq!(content(&events), "Read it.");
+    let next_round = mock.received()[1].body.to_string();
+    assert!(!next_round.contains("\"source\""), "the model sees no source event: {next_round}");
+
+    script(&mock);
+    let events = stream(&lariat, ALICE, Some("reasoning")).await;
+    assert!(!events.iter().any(|e| e.to_string().contains("\"source\"")), "{events:#?}");
+
+    mock.push(Reply::tool_calls(&[("f", "fetch_url", &arguments)]));
+    mock.push(Reply::text("Read it."));
+    let body: Value = lariat.chat(ask("read")).await.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Read it.");
+    assert!(!body.to_string().contains("\"source\""), "{body}");
+}

@@ -17,9 +17,8 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 /// lariat's own binary on a free port, with `env` added to a clean environment and
-/// JSON logs at trace level captured. rmcp's own trace output is left out: at that
-/// level it dumps raw MCP traffic (as hyper would dump raw HTTP), which no
-/// redaction of lariat's reaches.
+/// JSON logs at trace level captured (rmcp at debug: its trace level adds only raw
+/// transport chatter).
 pub struct Spawned {
     process: std::process::Child,
     url: String,
@@ -28,6 +27,11 @@ pub struct Spawned {
 
 impl Spawned {
     pub async fn start(config_text: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(config_text, env, Some("trace,rmcp=debug")).await
+    }
+
+    /// [`Spawned::start`] with `RUST_LOG` set to `levels` (`None`: unset, lariat's default).
+    pub async fn start_logging(config_text: &str, env: &[(&str, &str)], levels: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         config.write_all(config_text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")).as_bytes()).unwrap();
@@ -36,7 +40,8 @@ impl Spawned {
             .arg(config.path())
             .env_remove("LARIAT_CONFIG")
             .env_remove("OPENAI_API_KEY")
-            .env("RUST_LOG", "trace,rmcp=debug")
+            .env_remove("RUST_LOG")
+            .envs(levels.map(|levels| ("RUST_LOG", levels)))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -273,3 +273,64 @@ async fn check_pings_the_redis_store() {
     assert!(stderr.contains("connection refused"), "{stderr}");
     assert!(!stderr.contains("secret") && !String::from_utf8_lossy(&out.stdout).contains("secret"), "{stderr}");
 }
+
+/// `store.max_bytes_per_key` on a backend: one key's share fills and is refused
+/// (every entry it holds stays), another key still stores, a taken entry's room is
+/// free again; two replicas storing for one key at once never pass its share.
+async fn per_key_share(a: &Store, b: &Store) {
+    let entry = vec![b'x'; 4000];
+    let mut stored = Vec::new();
+    for i in 0..4 {
+        match a.put_owned("alice", &format!("confirm:a{i}"), entry.clone(), LONG).await {
+            Ok(()) => stored.push(format!("confirm:a{i}")),
+            Err(StoreError::Full(message)) => {
+                assert!(
+                    message.contains("store.max_bytes_per_key") && message.contains("nothing was run"),
+                    "{message}"
+                );
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(stored.len(), 2, "a 10,000-byte share holds two 4,000-byte entries");
+    b.put_owned("bob", "confirm:b", entry.clone(), LONG).await.unwrap();
+    for key in &stored {
+        assert!(b.get(key).await.unwrap().is_some(), "{key} was evicted");
+    }
+    assert!(b.take(&stored[0]).await.unwrap().is_some());
+    if let Store::Memory(m) = a {
+        // moka releases a taken entry's bytes in its housekeeping; give it a moment.
+        for _ in 0..50 {
+            if m.bytes_of("alice") < 8000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    a.put_owned("alice", "confirm:a-next", entry.clone(), LONG).await.unwrap();
+
+    let racing = (0..8).map(|i| {
+        let store = if i % 2 == 0 { a } else { b };
+        let entry = entry.clone();
+        async move { store.put_owned("carol", &format!("confirm:c{i}"), entry, LONG).await.is_ok() }
+    });
+    let won = futures::future::join_all(racing).await.into_iter().filter(|ok| *ok).count();
+    assert_eq!(won, 2, "two concurrent writers went past carol's share");
+}
+
+fn limited(store: Store) -> Store {
+    store.with_limits(config::StoreLimits { max_entry_bytes: 5000, max_bytes: 1 << 20, max_bytes_per_key: 10_000 })
+}
+
+#[tokio::test]
+async fn memory_backend_bounds_each_keys_share() {
+    let store = limited(memory());
+    per_key_share(&store, &store.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_backend_bounds_each_keys_share() {
+    let Some(server) = RedisServer::start().await else { return };
+    let (a, b) = (limited(redis(&server.url(), "lariat:")), limited(redis(&server.url(), "lariat:")));
+    per_key_share(&a, &b).await;
+}

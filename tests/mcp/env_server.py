@@ -1,6 +1,7 @@
 """A stdio MCP server with one tool, `get_env`, that returns the server's whole
 environment (like @modelcontextprotocol/server-everything's `get-env`), so tests can
-check what lariat lets a child see. Standard library only; it writes a line to
+check what lariat lets a child see; `deep`, whose result no client can decode; and
+`background_job`, which may only run as an MCP task (lariat must not offer it). Standard library only; it writes a line to
 stderr at start so the stderr tail has something to show (`--noisy`: much more)."""
 
 import json
@@ -24,6 +25,12 @@ TOOLS = [
         "name": "deep",
         "description": "Return a result nested 5,000 levels deep (no client can decode it).",
         "inputSchema": {"type": "object", "properties": {}},
+    },
+    {
+        "name": "background_job",
+        "description": "Runs only as a task (tools/call with a `task` member).",
+        "inputSchema": {"type": "object", "properties": {}},
+        "execution": {"taskSupport": "required"},
     },
 ]
 

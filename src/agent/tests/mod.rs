@@ -38,6 +38,7 @@ fn names(events: &[Event]) -> Vec<&'static str> {
             Event::RoundFinished { .. } => "round_finished",
             Event::ToolStarted { .. } => "tool_started",
             Event::ToolFinished { .. } => "tool_finished",
+            Event::SourceRead { .. } => "source_read",
             Event::Fallback { .. } => "fallback",
             Event::Compacted { .. } => "compacted",
             Event::HandedOver { .. } => "handed_over",

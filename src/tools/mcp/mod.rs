@@ -6,6 +6,10 @@
 //! away (child exit; failed pings over HTTP) and reconnects. Calls go through a
 //! cloned `Peer` and never wait for the supervisor.
 
+mod child;
+mod lines;
+mod streamable;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -16,8 +20,8 @@ use rmcp::model::{
     Implementation, PingRequest, ResourceContents,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceError, ServiceExt};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
@@ -187,10 +191,8 @@ impl Source {
                 });
                 // A process group, so that `uvx`/`npx` grandchildren die with it too.
                 cmd.wrap(process_wrap::tokio::ProcessGroup::leader()).wrap(process_wrap::tokio::KillOnDrop);
-                let (transport, stderr) = TokioChildProcess::builder(cmd)
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                let (transport, stderr) =
+                    child::Child::spawn(cmd, &self.name).map_err(|e| format!("cannot start `{command}`: {e}"))?;
                 let tail = stderr::Tail::new();
                 self.update(|s| s.stderr = Some(tail.clone()));
                 if let Some(stderr) = stderr {
@@ -207,7 +209,8 @@ impl Source {
                     custom.insert(name, value);
                 }
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
-                handshake(handler.serve(StreamableHttpClientTransport::from_config(config))).await
+                let client = streamable::Client::new(&self.name)?;
+                handshake(handler.serve(StreamableHttpClientTransport::with_client(client, config))).await
             }
         }
     }
