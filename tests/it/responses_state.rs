@@ -218,3 +218,28 @@ async fn a_response_the_store_refuses_is_answered_and_marked_unstored() {
     assert_eq!((done["status"].as_str(), done["store"].as_bool()), (Some("completed"), Some(false)));
     assert_eq!(events[0]["response"]["store"], true, "the intent, before the store refused");
 }
+
+/// Stored responses count toward their key's share of the store: a key that fills
+/// its own share stops storing, everyone else still stores.
+#[tokio::test]
+async fn one_key_s_stored_responses_cannot_fill_the_store_for_others() {
+    let mock = MockUpstream::start().await;
+    let tools = ToolServer::start().await;
+    let store = "[store]\nmax_entry_bytes = 4096\nmax_bytes_per_key = 8192\n";
+    let lariat = Lariat::start(&format!("{}\n{store}", agent_config(&mock, &tools, "tools = []"))).await;
+    mock.always(Reply::text("Noted."));
+    let note = "a note of some length ".repeat(60);
+    let mut stored = 0;
+    loop {
+        let response = respond(&lariat, json!({"model": "agent", "input": note})).await;
+        if response["store"] == false {
+            break;
+        }
+        stored += 1;
+        assert!(stored < 10, "the share never filled");
+    }
+    assert!(stored >= 2, "{stored}");
+    let theirs = create(&lariat, CAROL, &json!({"model": "agent", "input": note})).await;
+    let theirs: Value = theirs.json().await.unwrap();
+    assert_eq!(theirs["store"], true, "another key still stores");
+}
