@@ -201,17 +201,7 @@ async fn the_official_python_sdk_gets_the_answer_model_s_reply() {
     r.gatherer.push(Reply::stream_tool_calls(None, &[("up_1", "echo", r#"{"text": "sdk"}"#)]));
     r.gatherer.push(Reply::stream(&["streamed notes"]));
     r.writer.push(Reply::stream(&["Streamed ", "by the answer model."]));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/answer_client.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .env("LARIAT_URL", format!("{}/v1", r.lariat.url))
-        .env("LARIAT_KEY", ALICE)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let result = crate::clients::script_json(python, "sdk/answer_client.py", &r.lariat).await;
     assert_eq!(result["complete"], "Written by the answer model.");
     assert_eq!(result["upstream"], "strong/big");
     assert_eq!(result["stream"], "Streamed by the answer model.");

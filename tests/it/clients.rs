@@ -45,6 +45,12 @@ fn script(name: &str) -> String {
     format!("{}/tests/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the client script `name` (under `tests/`) with `program` against `lariat`
+/// as ALICE, and returns the JSON it printed last (asserting it succeeded).
+pub async fn script_json(program: impl AsRef<std::ffi::OsStr>, name: &str, lariat: &Lariat) -> Value {
+    json_out(&run(program, &[&script(name)], lariat, &[]).await)
+}
+
 #[tokio::test]
 async fn the_vercel_ai_sdk_default_provider_speaks_responses_to_lariat() {
     let Some(_) = node_program("ai/package.json") else { return };
@@ -60,7 +66,7 @@ async fn the_vercel_ai_sdk_default_provider_speaks_responses_to_lariat() {
     ));
     mock.push(Reply::text("Clear in Oslo."));
     let lariat = Lariat::start(&config(&mock, "")).await;
-    let result = json_out(&run("node", &[&script("node/vercel.mjs")], &lariat, &[]).await);
+    let result = script_json("node", "node/vercel.mjs", &lariat).await;
     let expected = json!({
         "plain": {"text": "Hello.", "inputTokens": 10, "outputTokens": 5},
         "streamed": {"text": "Streamed.", "finishReason": "stop", "totalTokens": 15},
@@ -158,7 +164,7 @@ fn assert_progress_modes(result: &Value) {
 async fn the_node_sdk_parses_every_progress_mode() {
     let Some(_) = node_program("openai/package.json") else { return };
     let (_mock, tools, lariat) = progress_rig().await;
-    assert_progress_modes(&json_out(&run("node", &[&script("node/progress.mjs")], &lariat, &[]).await));
+    assert_progress_modes(&script_json("node", "node/progress.mjs", &lariat).await);
     assert_eq!(tools.hits("/echo").len(), 4);
 }
 
@@ -166,6 +172,6 @@ async fn the_node_sdk_parses_every_progress_mode() {
 async fn the_python_sdk_parses_every_progress_mode() {
     let Some(python) = venv_program("python", &["-c", "import openai"]) else { return };
     let (_mock, tools, lariat) = progress_rig().await;
-    assert_progress_modes(&json_out(&run(python, &[&script("sdk/progress_client.py")], &lariat, &[]).await));
+    assert_progress_modes(&script_json(python, "sdk/progress_client.py", &lariat).await);
     assert_eq!(tools.hits("/echo").len(), 4);
 }

@@ -4,6 +4,7 @@
 //! message; under CI=true it fails, so the check can never silently disappear
 //! (`venv_program`).
 
+use crate::clients::script_json;
 use crate::harness::*;
 
 #[tokio::test]
@@ -18,17 +19,7 @@ async fn official_python_sdk_works_against_lariat() {
         Step::Cut,
     ]));
     let lariat = Lariat::start(&config(&mock, "")).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .env("LARIAT_URL", format!("{}/v1", lariat.url))
-        .env("LARIAT_KEY", ALICE)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let result = script_json(python, "sdk/openai_client.py", &lariat).await;
     assert_eq!(result["models"], serde_json::json!(["assistant", "other"]));
     assert_eq!(result["complete"]["content"], "Hello from lariat");
     assert_eq!(result["complete"]["model"], "assistant");
@@ -54,17 +45,7 @@ async fn official_python_sdk_speaks_the_responses_api() {
     mock.push(Reply::tool_calls(&[("call_1", "get_weather", r#"{"city":"Oslo"}"#)]));
     mock.push(Reply::text("Clear skies in Oslo."));
     let lariat = Lariat::start(&config(&mock, "")).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/responses_client.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .env("LARIAT_URL", format!("{}/v1", lariat.url))
-        .env("LARIAT_KEY", ALICE)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let result = script_json(python, "sdk/responses_client.py", &lariat).await;
     let expected = serde_json::json!({
         "plain": {"text": "Hello.", "model": "assistant", "status": "completed", "input_tokens": 10, "output_tokens": 5},
         "stream": {"deltas": ["Str", "eamed."], "first": "response.created", "last": "response.completed",
