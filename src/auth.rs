@@ -107,7 +107,14 @@ impl Keys {
             let value = headers.get(name)?.to_str().ok()?.trim();
             (!value.is_empty() && value.len() <= 256).then_some(value)
         };
-        let conversation = forwarded.conversation_header.as_deref().and_then(header).map(str::to_owned);
+        // Open WebUI names every temporary chat of a browser tab `local:<socket id>`:
+        // not one conversation, so such requests are told apart by their content.
+        let conversation = forwarded
+            .conversation_header
+            .as_deref()
+            .and_then(header)
+            .filter(|chat| !chat.starts_with("local:"))
+            .map(str::to_owned);
         let Some(user) = forwarded.user_headers.iter().find_map(|h| header(h)) else {
             if conversation.is_none() {
                 return caller;
@@ -238,6 +245,11 @@ mod tests {
             (chat_only.key_id.as_str(), chat_only.conversation.as_deref()),
             (webui.key_id.as_str(), Some("c-2"))
         );
+        let temporary = keys.identify(
+            webui.clone(),
+            &headers(&[("x-openwebui-user-email", "alice@example.com"), ("x-openwebui-chat-id", "local:sock-1")]),
+        );
+        assert_eq!(temporary.conversation, None, "a tab's temporary chats are not one conversation");
 
         let plain = keys.authenticate(Some(b"Bearer sk-plain-key")).unwrap();
         let same = keys.identify(

@@ -53,9 +53,9 @@ pub async fn load(store: &Store, caller: &Caller, id: &str) -> Result<Option<Sto
 
 pub async fn save(store: &Store, id: &str, stored: &Stored, ttl: Duration) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(stored).map_err(|e| StoreError::Unavailable(format!("encoding a response: {e}")))?;
-    // Toward the key's share: one key's stored responses cannot fill the store for
-    // everyone else's confirmations.
-    store.put_owned(&stored.key_id, &key(id), bytes, ttl).await
+    // A share of their own per key: one key's stored responses can fill neither the
+    // store for everyone nor its own share for the confirmations it must still answer.
+    store.put_owned(&format!("responses:{}", stored.key_id), &key(id), bytes, ttl).await
 }
 
 /// Replaces each `item_reference` to an output item of one of `caller`'s stored

@@ -111,6 +111,8 @@ struct Envelope {
 pub fn filter<'a>(server: &str, line: &'a [u8]) -> Cow<'a, [u8]> {
     let body = line.strip_suffix(b"\n").unwrap_or(line);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
+    // Some servers (.NET's) start their output with a BOM, which rmcp skips too.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Cow::Borrowed(line);
     }
@@ -198,6 +200,13 @@ mod tests {
         let names: Vec<&str> =
             out["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["plain", "optional"]);
+    }
+
+    #[test]
+    fn a_leading_bom_does_not_hide_a_line_from_the_filter() {
+        let line = b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"t\",\"inputSchema\":{},\"execution\":{\"taskSupport\":\"required\"}}]}}\n";
+        let out: Value = serde_json::from_slice(&filter("s", line)).unwrap();
+        assert_eq!(out["result"]["tools"], serde_json::json!([]));
     }
 
     #[test]
