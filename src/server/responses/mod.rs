@@ -24,7 +24,7 @@ use super::commit::{self, Started};
 use super::extract::JsonBody;
 use super::handlers::{authorize, labelled, off_record, progress};
 use super::{AppState, ModelLabel};
-use crate::agent::{Events, Turn};
+use crate::agent::{Events, Finished, Turn};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openai::Message;
@@ -118,18 +118,17 @@ async fn respond(
         response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
         response
     } else {
-        let finished = commit::finished(events).await?;
-        let mut shell = shell;
+        let finished = *commit::finished(events).await?;
         let items = output::items(&shell, &finished);
         let (status, incomplete) = output::outcome(&finished);
-        let end = || End { usage: finished.usage.clone(), incomplete, error: None };
-        let output = || items.iter().map(|i| i.to_json(true)).collect();
-        let mut body = shell.object(status, output(), end());
+        let output = items.iter().map(|i| i.to_json(true)).collect();
+        let Finished { message, usage, .. } = finished;
+        let mut body = shell.object(status, output, End { usage, incomplete, error: None });
+        // A stream's last event is marked the same way (see `sse`).
         if let Some(keep) = keep
-            && !keep.keep(finished.message.clone(), body.clone()).await
+            && !keep.keep(message, body.clone()).await
         {
-            shell.unstored();
-            body = shell.object(status, output(), end());
+            body["store"] = json!(false);
         }
         Json(body).into_response()
     };

@@ -178,11 +178,6 @@ impl Shell {
         format!("{prefix}{}_{index}", self.id.trim_start_matches("resp_"))
     }
 
-    /// The response is not kept after all (the store refused it).
-    pub fn unstored(&mut self) {
-        self.echo.insert("store".into(), Value::Bool(false));
-    }
-
     /// The `response` object in a given state.
     pub fn object(&self, status: &str, output: Vec<Value>, end: End) -> Value {
         let mut object = Map::from_iter([
