@@ -257,13 +257,8 @@ async fn http_tools_follow_redirects_only_on_their_origin() {
     mock.push(Reply::tool_calls(&[("a", "away", "{}"), ("b", "here", "{}")])).push(Reply::text("ok"));
     let response = lariat.chat(json!({"model": "agent", "messages": [{"role": "user", "content": "go"}]})).await;
     assert_eq!(response.status(), 200);
-    let results: Vec<String> = mock.received()[1].body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap().to_owned())
-        .collect();
+    let results: Vec<String> =
+        crate::tools::tool_results(&mock.received()[1].body).into_iter().map(|(_, content)| content).collect();
     assert!(results[0].starts_with("Tool error: HTTP 307"), "{results:?}");
     assert!(tools.hits("/echo").is_empty(), "the cross-origin redirect was followed");
     assert_eq!(results[1], "final, token 17", "{results:?}");

@@ -65,13 +65,8 @@ async fn fetch_url_with_a_proxy_in_the_environment_still_refuses_loopback() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let results: Vec<String> = mock.received()[1].body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap().to_owned())
-        .collect();
+    let results: Vec<String> =
+        crate::tools::tool_results(&mock.received()[1].body).into_iter().map(|(_, content)| content).collect();
     assert_eq!(results.len(), 4);
     for result in &results {
         assert!(result.starts_with("Tool error:") && result.contains("refused"), "{results:?}");
