@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use secrecy::ExposeSecret;
+use http_body_util::BodyDataStream;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use tokio::time::Instant;
 
 use super::sse;
+use super::transport::{Body, Endpoint, SendError};
 use super::{Failure, Prompt, Reply};
 use crate::config::{ChainEntry, Provider};
 use crate::text::root_cause;
@@ -20,8 +21,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Sends `prompt` to `target`. For streams, returns once the first chunk arrived,
 /// so that anything failing before it is still a clean `Failure`.
 pub async fn exchange(
-    client: &reqwest::Client,
-    url: reqwest::Url,
+    endpoint: &Endpoint,
     target: &ChainEntry,
     prompt: &Prompt<'_>,
     stream: bool,
@@ -32,19 +32,6 @@ pub async fn exchange(
     let started = Instant::now();
     let body = serde_json::to_vec(&Outgoing { prompt, model: &target.model, stream })
         .map_err(|e| Failure::InvalidBody(format!("encoding the request: {e}")))?;
-    let mut builder = client
-        .post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::ACCEPT, if stream { "text/event-stream" } else { "application/json" });
-    if let Some(key) = &provider.api_key {
-        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-            .map_err(|_| Failure::Connect("provider api_key is not a valid header value".into()))?;
-        value.set_sensitive(true);
-        builder = builder.header(http::header::AUTHORIZATION, value);
-    }
-    for (name, value) in &provider.headers {
-        builder = builder.header(name.as_str(), value.expose_secret());
-    }
     // A non-streaming answer arrives whole, so only the total deadline applies to it.
     let (first_deadline, what) = if stream {
         (timeouts.first_byte.min(timeouts.total), "no first chunk")
@@ -52,7 +39,7 @@ pub async fn exchange(
         (timeouts.total, "no answer")
     };
     let exchange = async {
-        let response = builder.body(body).send().await.map_err(|e| transport_failure(&e))?;
+        let response = endpoint.post(body, stream).await.map_err(transport_failure)?;
         if !response.status().is_success() {
             return Err(error_response(provider, response).await);
         }
@@ -63,7 +50,8 @@ pub async fn exchange(
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if is_sse {
             let limits = sse::Limits { max_event_bytes, stall: timeouts.stall, deadline: started + timeouts.total };
-            let mut chunks = sse::chunks(response.bytes_stream(), limits, provider.redactor.clone());
+            let bytes = BodyDataStream::new(response.into_body());
+            let mut chunks = sse::chunks(bytes, limits, provider.redactor.clone());
             match chunks.next().await {
                 Some(Ok(first)) => Ok(Reply::Stream(Box::pin(futures::stream::iter([Ok(first)]).chain(chunks)))),
                 Some(Err(failure)) => Err(failure),
@@ -83,16 +71,16 @@ pub async fn exchange(
         .unwrap_or(Err(Failure::Timeout { what, after: first_deadline }))
 }
 
-fn transport_failure(e: &reqwest::Error) -> Failure {
-    if e.is_connect() { Failure::Connect(root_cause(e)) } else { Failure::Stream(root_cause(e)) }
+fn transport_failure(e: SendError) -> Failure {
+    if e.connect { Failure::Connect(e.cause) } else { Failure::Stream(e.cause) }
 }
 
-async fn error_response(provider: &Provider, response: reqwest::Response) -> Failure {
+async fn error_response(provider: &Provider, response: http::Response<Body>) -> Failure {
     let status = response.status().as_u16();
     let retry_after =
         response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
     let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
+    let mut stream = BodyDataStream::new(response.into_body());
     while let Some(Ok(chunk)) = stream.next().await {
         body.extend_from_slice(&chunk);
         if body.len() >= MAX_ERROR_BODY {
@@ -104,15 +92,17 @@ async fn error_response(provider: &Provider, response: reqwest::Response) -> Fai
 
 /// A whole non-streaming answer, refused past `max` bytes (checked on the declared
 /// length first, so an oversized answer is not read at all).
-async fn read_capped(response: reqwest::Response, max: usize) -> Result<Vec<u8>, Failure> {
+async fn read_capped(response: http::Response<Body>, max: usize) -> Result<Vec<u8>, Failure> {
     let too_large = || Failure::InvalidBody(format!("the answer exceeded {max} bytes (`upstream.max_response_bytes`)"));
-    if response.content_length().is_some_and(|n| n > max as u64) {
+    let declared =
+        response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)));
+    let mut stream = BodyDataStream::new(response.into_body());
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| transport_failure(&e))?;
+        let chunk = chunk.map_err(|e| Failure::Stream(root_cause(&*e)))?;
         if body.len() + chunk.len() > max {
             return Err(too_large());
         }

@@ -9,6 +9,7 @@ mod failure;
 mod health;
 pub mod probe;
 mod sse;
+mod transport;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use crate::openai::{ChatCompletion, ChatRequest, Message, StreamOptions, ToolDef};
 use crate::telemetry::Metrics;
 use health::Health;
+use transport::Endpoint;
 
 /// What an upstream answered.
 pub enum Reply {
@@ -156,19 +158,12 @@ impl Route {
 
 #[derive(Debug)]
 pub struct Upstream {
-    /// One client per (provider, connect timeout): reqwest sets connect timeouts per client.
-    endpoints: HashMap<(String, Duration), Endpoint>,
+    /// Per provider, one endpoint per connect timeout (a client's connector has one).
+    endpoints: HashMap<String, Vec<(Duration, Endpoint)>>,
     health: Arc<Health>,
     policy: UpstreamPolicy,
     max_event_bytes: usize,
     metrics: Arc<Metrics>,
-}
-
-/// Where one provider is reached: its client and its parsed chat URL.
-#[derive(Debug)]
-struct Endpoint {
-    client: reqwest::Client,
-    url: reqwest::Url,
 }
 
 /// How walking one target ended.
@@ -183,27 +178,25 @@ enum TargetOutcome {
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, BuildError> {
-        let mut endpoints = HashMap::new();
         let summarizer = config.compaction.summarize.as_ref().map(|s| &s.target);
-        let entries = config.models.values().flat_map(|m| m.chain.iter().chain(m.answer.iter().flat_map(|a| &a.chain)));
-        let entries = entries.chain(summarizer);
+        let entries: Vec<&ChainEntry> = config
+            .models
+            .values()
+            .flat_map(|m| m.chain.iter().chain(m.answer.iter().flat_map(|a| &a.chain)))
+            .chain(summarizer)
+            .collect();
+        let https = entries.iter().find(|e| e.provider.chat_url.starts_with("https:")).map(|e| &e.provider.name);
+        let tls = transport::tls_config(https.is_some())
+            .map_err(|reason| BuildError { provider: https.cloned().unwrap_or_default(), reason })?;
+        let mut endpoints: HashMap<String, Vec<(Duration, Endpoint)>> = HashMap::new();
         for entry in entries {
-            let key = (entry.provider.name.clone(), entry.timeouts.connect);
-            if endpoints.contains_key(&key) {
+            let built = endpoints.entry(entry.provider.name.clone()).or_default();
+            if built.iter().any(|(connect, _)| *connect == entry.timeouts.connect) {
                 continue;
             }
-            let client = reqwest::Client::builder()
-                .connect_timeout(entry.timeouts.connect)
-                .pool_idle_timeout(entry.provider.pool_idle_timeout)
-                .pool_max_idle_per_host(entry.provider.pool_max_idle_per_host)
-                // A redirect would carry the provider's key to wherever it points.
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| BuildError { provider: key.0.clone(), reason: e.to_string() })?;
-            let url = reqwest::Url::parse(&entry.provider.chat_url)
-                .map_err(|e| BuildError { provider: key.0.clone(), reason: format!("its URL: {e}") })?;
-            endpoints.insert(key, Endpoint { client, url });
+            let endpoint = Endpoint::new(&entry.provider, entry.timeouts.connect, &tls)
+                .map_err(|reason| BuildError { provider: entry.provider.name.clone(), reason })?;
+            built.push((entry.timeouts.connect, endpoint));
         }
         let policy = config.upstream.clone();
         Ok(Self {
@@ -288,8 +281,10 @@ impl Upstream {
         stream: bool,
         attempts: &mut Vec<Attempt>,
     ) -> TargetOutcome {
-        let key = (entry.provider.name.clone(), entry.timeouts.connect);
-        let Some(endpoint) = self.endpoints.get(&key) else {
+        let endpoint = self.endpoints.get(&entry.provider.name).and_then(|built| {
+            built.iter().find(|(connect, _)| *connect == entry.timeouts.connect).map(|(_, endpoint)| endpoint)
+        });
+        let Some(endpoint) = endpoint else {
             attempts.push(Attempt { target: label.to_owned(), failure: Failure::Connect("no HTTP client".into()) });
             return TargetOutcome::Failed;
         };
@@ -297,15 +292,7 @@ impl Upstream {
         loop {
             let started = Instant::now();
             let prompt = Prompt { messages: history.messages(), params };
-            let result = exchange::exchange(
-                &endpoint.client,
-                endpoint.url.clone(),
-                entry,
-                &prompt,
-                stream,
-                self.max_event_bytes,
-            )
-            .await;
+            let result = exchange::exchange(endpoint, entry, &prompt, stream, self.max_event_bytes).await;
             let failure = match result {
                 Ok(reply) => {
                     self.metrics.record_attempt(label, "ok");
