@@ -188,13 +188,14 @@ impl Upstream {
         let https = entries.iter().find(|e| e.provider.chat_url.starts_with("https:")).map(|e| &e.provider.name);
         let tls = transport::tls_config(https.is_some())
             .map_err(|reason| BuildError { provider: https.cloned().unwrap_or_default(), reason })?;
+        let proxies = transport::Proxies::from_env();
         let mut endpoints: HashMap<String, Vec<(Duration, Endpoint)>> = HashMap::new();
         for entry in entries {
             let built = endpoints.entry(entry.provider.name.clone()).or_default();
             if built.iter().any(|(connect, _)| *connect == entry.timeouts.connect) {
                 continue;
             }
-            let endpoint = Endpoint::new(&entry.provider, entry.timeouts.connect, &tls)
+            let endpoint = Endpoint::new(&entry.provider, entry.timeouts.connect, &tls, &proxies)
                 .map_err(|reason| BuildError { provider: entry.provider.name.clone(), reason })?;
             built.push((entry.timeouts.connect, endpoint));
         }

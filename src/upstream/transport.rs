@@ -16,6 +16,9 @@ use secrecy::ExposeSecret;
 
 use crate::config::Provider;
 
+/// Which URLs the environment sends through a proxy.
+pub type Proxies = hyper_util::client::proxy::matcher::Matcher;
+
 /// An upstream answer's body, whichever client fetched it.
 pub type Body = Either<hyper::body::Incoming, reqwest::Body>;
 
@@ -32,7 +35,7 @@ pub struct Endpoint {
 
 #[derive(Debug)]
 enum Transport {
-    Direct(Direct),
+    Direct(Box<Direct>),
     Proxied(reqwest::Client),
 }
 
@@ -45,9 +48,15 @@ pub struct SendError {
 }
 
 impl Endpoint {
-    /// The endpoint of `provider`, connecting within `connect`. `Err` says why it
-    /// cannot be built (a bad URL or header, no TLS roots).
-    pub fn new(provider: &Provider, connect: Duration, tls: &rustls::ClientConfig) -> Result<Self, String> {
+    /// The endpoint of `provider`, connecting within `connect`, through a proxy when
+    /// `proxies` has one for its URL. `Err` says why it cannot be built (a bad URL or
+    /// header).
+    pub fn new(
+        provider: &Provider,
+        connect: Duration,
+        tls: &rustls::ClientConfig,
+        proxies: &Proxies,
+    ) -> Result<Self, String> {
         // `url` first: it turns an international host name into its ASCII form.
         let url = url::Url::parse(&provider.chat_url).map_err(|e| format!("its URL: {e}"))?;
         let uri: Uri = url.as_str().parse().map_err(|e| format!("its URL: {e}"))?;
@@ -67,11 +76,10 @@ impl Endpoint {
             value.set_sensitive(true);
             headers.append(name, value);
         }
-        let proxied = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri).is_some();
-        let client = if proxied {
-            Transport::Proxied(proxied_client(provider, connect)?)
+        let client = if let Some(proxy) = proxies.intercept(&uri) {
+            Transport::Proxied(proxied_client(provider, connect, &proxy)?)
         } else {
-            Transport::Direct(direct_client(provider, connect, tls.clone()))
+            Transport::Direct(Box::new(direct_client(provider, connect, tls.clone())))
         };
         Ok(Self { client, uri, headers })
     }
@@ -142,8 +150,18 @@ pub fn tls_config(https: bool) -> Result<rustls::ClientConfig, String> {
     Ok(builder.with_no_client_auth())
 }
 
-fn proxied_client(provider: &Provider, connect: Duration) -> Result<reqwest::Client, String> {
+/// reqwest with exactly the proxy chosen for the provider's URL (and its credentials).
+fn proxied_client(
+    provider: &Provider,
+    connect: Duration,
+    proxy: &hyper_util::client::proxy::matcher::Intercept,
+) -> Result<reqwest::Client, String> {
+    let mut through = reqwest::Proxy::all(proxy.uri().to_string()).map_err(|e| format!("its proxy: {e}"))?;
+    if let Some(auth) = proxy.basic_auth() {
+        through = through.custom_http_auth(auth.clone());
+    }
     reqwest::Client::builder()
+        .proxy(through)
         .connect_timeout(connect)
         .pool_idle_timeout(provider.pool_idle_timeout)
         .pool_max_idle_per_host(provider.pool_max_idle_per_host)
@@ -152,4 +170,77 @@ fn proxied_client(provider: &Provider, connect: Duration) -> Result<reqwest::Cli
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn provider(url: &str) -> std::sync::Arc<Provider> {
+        let text =
+            format!("[providers.p]\nbase_url = \"{url}\"\napi_key = \"sk-test\"\n[models.m]\nchain = [\"p/x\"]\n");
+        let config = crate::config::Config::from_toml(Path::new("t.toml"), &text, &|_| None).unwrap();
+        config.providers["p"].clone()
+    }
+
+    /// A one-shot HTTP server: answers `body` and hands back what it was sent.
+    async fn one_shot(body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("\r\n\r\n{") {
+                let n = socket.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&seen).into_owned()
+        });
+        (address, served)
+    }
+
+    async fn post(endpoint: &Endpoint) -> String {
+        use http_body_util::BodyExt;
+        let response = endpoint.post(b"{}".to_vec(), false).await.unwrap();
+        assert_eq!(response.status(), 200);
+        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_provider_is_reached_directly_with_its_key_and_headers() {
+        let (address, served) = one_shot("{\"ok\":1}").await;
+        let provider = provider(&format!("http://{address}/v1"));
+        let tls = tls_config(false).unwrap();
+        let endpoint = Endpoint::new(&provider, Duration::from_secs(1), &tls, &Proxies::builder().build()).unwrap();
+        assert!(matches!(endpoint.client, Transport::Direct(_)));
+        assert_eq!(post(&endpoint).await, "{\"ok\":1}");
+        let request = served.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("post /v1/chat/completions http/1.1\r\n"), "{request}");
+        assert!(request.contains("authorization: bearer sk-test\r\n"), "{request}");
+        assert!(request.contains("accept: application/json\r\n"), "{request}");
+        assert!(request.contains(&format!("host: {address}\r\n")), "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_provider_behind_the_environments_proxy_is_reached_through_it() {
+        let (proxy, served) = one_shot("{\"via\":\"proxy\"}").await;
+        // Nothing listens there: only the proxy can answer.
+        let provider = provider("http://upstream.invalid:9/v1");
+        let proxies = Proxies::builder().http(format!("http://{proxy}")).build();
+        let tls = tls_config(false).unwrap();
+        let endpoint = Endpoint::new(&provider, Duration::from_secs(1), &tls, &proxies).unwrap();
+        assert!(matches!(endpoint.client, Transport::Proxied(_)));
+        assert_eq!(post(&endpoint).await, "{\"via\":\"proxy\"}");
+        let request = served.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("post http://upstream.invalid:9/v1/chat/completions http/1.1\r\n"), "{request}");
+        assert!(request.contains("authorization: bearer sk-test\r\n"), "{request}");
+    }
 }
