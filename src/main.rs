@@ -60,6 +60,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     match args.command {
