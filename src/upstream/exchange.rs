@@ -49,7 +49,8 @@ pub async fn exchange(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if is_sse {
-            let limits = sse::Limits { max_event_bytes, stall: timeouts.stall, deadline: started + timeouts.total };
+            let (stall, total) = (timeouts.stall, timeouts.total);
+            let limits = sse::Limits { max_event_bytes, stall, deadline: started + total, total };
             let bytes = BodyDataStream::new(response.into_body());
             let mut chunks = sse::chunks(bytes, limits, provider.redactor.clone());
             match chunks.next().await {

@@ -28,8 +28,9 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// The longest wait for the next event.
     pub stall: Duration,
-    /// When the whole stream must be over.
+    /// When the whole stream must be over: `total` after the request was sent.
     pub deadline: Instant,
+    pub total: Duration,
 }
 
 /// Parses an SSE byte stream into chunks, within `limits`. Every event is cleaned of
@@ -43,7 +44,6 @@ where
     Box::pin(Chunks {
         bytes: Box::pin(bytes),
         lines: Lines::default(),
-        pending: 0,
         eof: false,
         finished: false,
         done: false,
@@ -60,8 +60,6 @@ where
 struct Chunks<S> {
     bytes: Pin<Box<S>>,
     lines: Lines,
-    /// Bytes of the event left unfinished by the last read (for the size cap).
-    pending: usize,
     eof: bool,
     /// A choice carried a `finish_reason`: the answer is complete even without `[DONE]`.
     finished: bool,
@@ -84,9 +82,19 @@ where
     }
 
     /// The next whole event's chunk, if one is buffered; `Ready(None)` at `[DONE]`.
+    /// An event, whole or still arriving, larger than the cap fails the stream; so
+    /// does a stream past its total deadline, even one whose events were all read
+    /// ahead while its client was slower than the model.
     fn buffered(&mut self) -> Option<Poll<Option<Result<ChatChunk, Failure>>>> {
+        let max = self.limits.max_event_bytes;
+        let too_large = || Failure::InvalidBody(format!("an SSE event exceeded {max} bytes"));
         loop {
-            let data = self.lines.next_event()?;
+            let Some(data) = self.lines.next_event() else {
+                return (self.lines.unfinished() > max).then(|| self.fail(too_large()));
+            };
+            if data.len() > max {
+                return Some(self.fail(too_large()));
+            }
             let text = match std::str::from_utf8(data) {
                 Ok(text) => text.trim(),
                 Err(e) => return Some(self.fail(Failure::Stream(format!("UTF8 error: {e}")))),
@@ -98,7 +106,12 @@ where
             if text.is_empty() {
                 continue;
             }
-            return Some(match parse_chunk(&self.redactor.redact(text)) {
+            let parsed = parse_chunk(&self.redactor.redact(text));
+            if Instant::now() >= self.limits.deadline {
+                let after = self.limits.total;
+                return Some(self.fail(Failure::Timeout { what: "stream still running at the total timeout", after }));
+            }
+            return Some(match parsed {
                 Ok(chunk) => {
                     self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
                     self.asked = None;
@@ -160,17 +173,12 @@ where
                 return Poll::Ready(Some(Err(Failure::Stream(closed.into()))));
             }
             match this.bytes.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    let (longest, tail) = event_lengths(&chunk, this.pending);
-                    this.pending = tail;
-                    if longest > this.limits.max_event_bytes {
-                        let n = this.limits.max_event_bytes;
-                        return this.fail(Failure::InvalidBody(format!("an SSE event exceeded {n} bytes")));
-                    }
-                    this.lines.push(&chunk);
-                }
+                Poll::Ready(Some(Ok(chunk))) => this.lines.push(&chunk),
                 Poll::Ready(Some(Err(e))) => return this.fail(Failure::Stream(format!("Transport error: {e}"))),
-                Poll::Ready(None) => this.eof = true,
+                Poll::Ready(None) => {
+                    this.eof = true;
+                    this.lines.end();
+                }
                 Poll::Pending => {
                     return match this.timed_out(cx) {
                         Some(failure) => this.fail(failure),
@@ -195,6 +203,8 @@ struct Lines {
     /// `data` holds an event already handed out.
     dispatched: bool,
     started: bool,
+    /// No more bytes will come: a CR last in the buffer ends its line.
+    ended: bool,
 }
 
 impl Lines {
@@ -206,6 +216,16 @@ impl Lines {
         self.buf.drain(..self.read);
         self.read = 0;
         self.buf.extend_from_slice(chunk);
+    }
+
+    /// The stream ended: no CR in the buffer waits for an LF any more.
+    fn end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Bytes of the event still arriving: its data so far and the line not yet ended.
+    fn unfinished(&self) -> usize {
+        self.data.len() + (self.buf.len() - self.read)
     }
 
     /// The data of the next whole event, if one is buffered.
@@ -220,6 +240,7 @@ impl Lines {
                 (b'\n', _) => 1,
                 (_, Some(b'\n')) => 2,
                 (_, Some(_)) => 1,
+                (_, None) if self.ended => 1,
                 // A CR last in the buffer may be half of a CRLF: wait for the next byte.
                 (_, None) => return None,
             };
@@ -267,32 +288,6 @@ fn parse_chunk(data: &str) -> Result<ChatChunk, Failure> {
     Ok(chunk)
 }
 
-/// Given `pending` bytes of an unfinished event before `chunk`, returns the length of
-/// the longest event touched by `chunk` and the length of the event left unfinished.
-/// Events end at a blank line (`\n\n`, `\r\n\r\n` or `\r\r`).
-fn event_lengths(chunk: &[u8], pending: usize) -> (usize, usize) {
-    let mut longest = 0;
-    let mut start = 0;
-    let mut current = pending;
-    let mut i = 0;
-    // Only a CR or LF can begin a separator: jump from one to the next.
-    while let Some(at) = memchr::memchr2(b'\n', b'\r', &chunk[i..]) {
-        i += at;
-        let rest = &chunk[i..];
-        let sep = [b"\n\n".as_slice(), b"\r\n\r\n", b"\r\r"].into_iter().find(|sep| rest.starts_with(sep));
-        if let Some(sep) = sep {
-            longest = longest.max(current + i - start);
-            i += sep.len();
-            start = i;
-            current = 0;
-        } else {
-            i += 1;
-        }
-    }
-    let tail = current + chunk.len() - start;
-    (longest.max(tail), tail)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +302,7 @@ mod tests {
             max_event_bytes: cap,
             stall: Duration::from_secs(5),
             deadline: Instant::now() + Duration::from_secs(60),
+            total: Duration::from_secs(60),
         };
         chunks(stream_of(parts), limits, Arc::new(Redactor::new([SECRET]))).collect().await
     }
@@ -387,6 +383,7 @@ mod tests {
             max_event_bytes: 1024,
             stall: Duration::from_secs(stall),
             deadline: Instant::now() + Duration::from_secs(total),
+            total: Duration::from_secs(total),
         };
         let redactor = Arc::new(Redactor::default());
         let stalled = trickle(Duration::from_secs(1)).take(2).chain(futures::stream::pending());
@@ -405,11 +402,65 @@ mod tests {
         );
     }
 
-    #[test]
-    fn measures_event_lengths() {
-        assert_eq!(event_lengths(b"abc", 5), (8, 8));
-        assert_eq!(event_lengths(b"a\n\nbc", 5), (6, 2));
-        assert_eq!(event_lengths(b"a\r\n\r\n", 5), (6, 0));
-        assert_eq!(event_lengths(b"x\n\nyyyyyyyyyy\n\nz", 0), (10, 1));
+    #[tokio::test]
+    async fn the_size_cap_counts_each_event_however_its_bytes_arrive() {
+        // 40-byte events whose blank line comes in the next read: never over a 64-byte cap.
+        let event = "data: {\"choices\":[{\"delta\":{\"content\":\"abcd\"}}]}\n";
+        let mut parts = Vec::new();
+        for _ in 0..10 {
+            parts.extend([event, "\n"]);
+        }
+        parts.push("data: [DONE]\n\n");
+        let out = collect(&parts, 64).await;
+        assert_eq!(out.len(), 10, "{out:?}");
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        // One event over the cap, spread over reads of a few bytes each, fails the stream.
+        let big = collect(
+            &["data: {\"choices\":", "[{\"delta\":{\"content\":", "\"aaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaa\"}}]}\n\n"],
+            64,
+        )
+        .await;
+        assert!(matches!(&big[0], Err(Failure::InvalidBody(m)) if m.contains("exceeded 64")), "{big:?}");
+        // So does one that arrives whole in one read.
+        let whole = collect(
+            &["data: {\"choices\":[{\"delta\":{\"content\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}\n\n"],
+            64,
+        )
+        .await;
+        assert!(matches!(&whole[0], Err(Failure::InvalidBody(m)) if m.contains("exceeded 64")), "{whole:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_in_a_bare_cr_keeps_its_last_event() {
+        let out =
+            collect(&["data: {\"choices\":[{\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\r\r"], 1024)
+                .await;
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].as_ref().unwrap().choices[0].delta.content.as_deref(), Some("x"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_read_slower_than_it_is_written_still_ends_at_its_total_deadline() {
+        let limits = Limits {
+            max_event_bytes: 1024,
+            stall: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(10),
+            total: Duration::from_secs(10),
+        };
+        // Every event is there at once; the client takes 4 s for each.
+        let parts: Vec<&'static str> = vec!["data: {\"choices\":[]}\n\n"; 6];
+        let mut stream = chunks(stream_of(&parts), limits, Arc::new(Redactor::default()));
+        let mut read = Vec::new();
+        while let Some(item) = stream.next().await {
+            read.push(item);
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        assert_eq!(read.len(), 4, "{read:?}");
+        assert!(read[..3].iter().all(Result::is_ok));
+        let total = "stream still running at the total timeout";
+        assert!(
+            matches!(read[3], Err(Failure::Timeout { what, after }) if what == total && after == Duration::from_secs(10)),
+            "{read:?}"
+        );
     }
 }
