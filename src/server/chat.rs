@@ -7,12 +7,12 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::commit::{self, Started};
 use super::progress;
-use super::{AppState, sse};
+use super::{AppState, header as names, sse};
 use crate::agent::{CallDelta, Delta, Ending, Event, Finished, Turn};
 use crate::config::Progress;
 use crate::error::ApiError;
@@ -44,7 +44,7 @@ pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result
     };
     let headers = response.headers_mut();
     let header =
-        |name: &'static str, value: Option<&str>| value.and_then(|v| HeaderValue::from_str(v).ok()).map(|v| (name, v));
+        |name: HeaderName, value: Option<&str>| value.and_then(|v| HeaderValue::from_str(v).ok()).map(|v| (name, v));
     let upstream = match (answering, stream) {
         (false, _) => target.as_deref(),
         // A stream's headers leave before the answer model is called: its target is
@@ -54,14 +54,14 @@ pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result
     };
     let loop_upstream = answering.then_some(target.as_deref()).flatten();
     for (name, value) in
-        [header("x-lariat-upstream", upstream), header("x-lariat-loop-upstream", loop_upstream)].into_iter().flatten()
+        [header(names::UPSTREAM, upstream), header(names::LOOP_UPSTREAM, loop_upstream)].into_iter().flatten()
     {
         headers.insert(name, value);
     }
     if let Some(value) = confirmation.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        headers.insert("x-lariat-confirmation", value);
+        headers.insert(names::CONFIRMATION, value);
     }
-    headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
+    headers.insert(names::ATTEMPTS, HeaderValue::from(attempts));
     Ok(response)
 }
 

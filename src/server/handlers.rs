@@ -35,7 +35,7 @@ pub(super) fn labelled(response: Result<Response, ApiError>, label: Option<Model
     let mut response = response.unwrap_or_else(|error| {
         let attempts = error.attempts();
         let mut response = error.into_response();
-        response.headers_mut().insert("x-lariat-attempts", HeaderValue::from(attempts));
+        response.headers_mut().insert(super::header::ATTEMPTS, HeaderValue::from(attempts));
         response
     });
     if let Some(label) = label {

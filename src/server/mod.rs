@@ -42,6 +42,17 @@ use crate::upstream::Upstream;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// lariat's response headers, named once: a `&str` name is parsed on every insert.
+pub(crate) mod header {
+    use http::HeaderName;
+
+    pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-lariat-attempts");
+    pub const UPSTREAM: HeaderName = HeaderName::from_static("x-lariat-upstream");
+    pub const LOOP_UPSTREAM: HeaderName = HeaderName::from_static("x-lariat-loop-upstream");
+    pub const CONFIRMATION: HeaderName = HeaderName::from_static("x-lariat-confirmation");
+    pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+}
+
 /// Everything a handler needs, shared by all requests.
 #[derive(Debug)]
 pub struct AppState {
@@ -212,7 +223,7 @@ impl IntoResponse for ApiError {
         }
         if self.retried() {
             // lariat already retried every target: SDK retries would only multiply the calls.
-            headers.insert("x-should-retry", http::HeaderValue::from_static("false"));
+            headers.insert(header::SHOULD_RETRY, http::HeaderValue::from_static("false"));
         }
         if let Some(after) = self.retry_after() {
             headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(after.as_secs().max(1)));

@@ -134,9 +134,9 @@ async fn respond(
     };
     let headers = response.headers_mut();
     if let Some(value) = target.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
-        headers.insert("x-lariat-upstream", value);
+        headers.insert(super::header::UPSTREAM, value);
     }
-    headers.insert("x-lariat-attempts", HeaderValue::from(attempts));
+    headers.insert(super::header::ATTEMPTS, HeaderValue::from(attempts));
     Ok(response)
 }
 
