@@ -15,6 +15,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them. build.rs compresses the
 # tokenizer tables (it needs no source), so it belongs to this layer too.
 COPY Cargo.toml Cargo.lock build.rs ./
+# The allocator's settings (read when jemalloc is built).
+COPY .cargo ./.cargo
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin lariat \
     && rm -rf src
