@@ -2,10 +2,10 @@
 # Byte-compatibility of two lariat builds: the same requests (relay and tool loop,
 # JSON and SSE, errors) to both, side by side against the mock upstream; responses
 # must match once ids, timestamps and dates are normalised. Build both first
-# (cargo build --release --bin lariat --example mock_upstream).
+# (cargo build --release --bin lariat --example mock_upstream; MOCK_BIN: another mock binary).
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BASE=${1:?usage: bench/same_bytes.sh BASELINE_LARIAT [NEW_LARIAT]} NEW=${2:-$ROOT/target/release/lariat} MOCK=$ROOT/target/release/examples/mock_upstream
+BASE=${1:?usage: bench/same_bytes.sh BASELINE_LARIAT [NEW_LARIAT]} NEW=${2:-$ROOT/target/release/lariat} MOCK=${MOCK_BIN:-$ROOT/target/release/examples/mock_upstream}
 H=127.0.0.1
 $MOCK --listen $H:19101 --chunks 5 2>/dev/null & P1=$!
 $MOCK --listen $H:19102 --chunks 5 --tool-call current_time 2>/dev/null & P2=$!
