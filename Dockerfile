@@ -11,6 +11,9 @@
 # "Docker", for sizes and the baked-in config (config/container.toml).
 
 FROM rust:1-slim-bookworm AS build
+# The slim image has gcc but not make, which jemalloc's build (the allocator) needs.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them. build.rs compresses the
 # tokenizer tables (it needs no source), so it belongs to this layer too.
