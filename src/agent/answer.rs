@@ -11,7 +11,7 @@ use super::fit::Fitting;
 use super::prepare::TOOLS_LINE;
 use crate::compact::{self, Compactor, Tokenizer};
 use crate::config::{AnswerFallback, AnswerModel, AnswerWhen};
-use crate::openai::FinishReason;
+use crate::openai::{FinishReason, Reading};
 use crate::upstream::{Params, Route};
 
 impl Engine {
@@ -56,6 +56,7 @@ impl Engine {
             client_tools: &[],
             tool_choice: None,
             stream_options: stream.then_some(&*UPSTREAM_STREAM_OPTIONS),
+            reading: Reading::Typed,
             rest: &self.request.rest,
         };
         let agent = &*self.agent;

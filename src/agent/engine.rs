@@ -27,7 +27,9 @@ use super::{Agent, Error, Events, confirm, prepare};
 use crate::auth::Caller;
 use crate::compact::Compactor;
 use crate::config::VirtualModel;
-use crate::openai::{ChatCompletion, FinishReason, Message, StreamOptions, ToolCall, ToolDef, Usage};
+use crate::openai::{
+    ChatCompletion, FinishReason, Message, Reading, StreamChunk, StreamOptions, ToolCall, ToolDef, Usage,
+};
 use crate::tools::ToolSet;
 use crate::upstream::{ChunkStream, Params, Reply, Route};
 
@@ -229,6 +231,11 @@ impl Engine {
                 (true, Mode::Relay) => request.stream_options.as_ref(),
                 (true, Mode::Loop) => Some(&*UPSTREAM_STREAM_OPTIONS),
             },
+            // A relayed stream changes nothing in a chunk but its `id` and `model`.
+            reading: match (request.stream, self.mode) {
+                (true, Mode::Relay) => Reading::Relayed,
+                _ => Reading::Typed,
+            },
             rest: &request.rest,
         };
         let agent = &*self.agent;
@@ -267,7 +274,8 @@ impl Engine {
             }
             Reply::Stream(chunks) => chunks,
             Reply::Complete(completion) => {
-                Box::pin(futures::stream::iter(ChatCompletion::into_chunks(completion).into_iter().map(Ok)))
+                let chunks = ChatCompletion::into_chunks(completion).into_iter();
+                Box::pin(futures::stream::iter(chunks.map(|chunk| Ok(StreamChunk::Typed(chunk)))))
             }
         };
         // A relayed stream is the client's: lariat keeps none of its text.

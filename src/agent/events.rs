@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Error;
-use crate::openai::{ChatChunk, FinishReason, FunctionCall, Message, ToolCall, Usage};
+use crate::openai::{ChatChunk, FinishReason, FunctionCall, Message, RelayedChunk, ToolCall, Usage};
 pub use crate::telemetry::ToolOutcome;
 
 #[derive(Debug)]
@@ -97,9 +97,17 @@ pub struct Delta {
     /// Without server tools the upstream's finish reason is relayed as it came.
     pub finish: Option<FinishReason>,
     /// What the upstream's chunk carried besides, for a Chat Completions face to
-    /// relay as is (`created`, `system_fingerprint`, `logprobs`, other choices…);
-    /// the fields above were taken out of it.
-    pub remains: Option<Box<ChatChunk>>,
+    /// relay as is (`created`, `system_fingerprint`, `logprobs`, other choices…).
+    pub remains: Option<Remains>,
+}
+
+#[derive(Debug)]
+pub enum Remains {
+    /// The typed chunk, the fields above taken out of it.
+    Typed(Box<ChatChunk>),
+    /// The whole chunk as its bytes (a transparent relay): the fields above are in
+    /// it too, as they came.
+    Relayed(Box<RelayedChunk>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use crate::telemetry::Metrics;
 use crate::tools::Registry;
 use crate::upstream::{self, Model};
 pub use confirm::Gate;
-pub use events::{CallDelta, Confirmation, Delta, Ending, Event, Finished, ToolOutcome};
+pub use events::{CallDelta, Confirmation, Delta, Ending, Event, Finished, Remains, ToolOutcome};
 pub use summary::Summarizer;
 
 /// The events of one request's loop, in order; it ends after `Finished` or `Failed`.

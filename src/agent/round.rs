@@ -8,9 +8,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use super::events::{CallDelta, Delta};
+use super::events::{CallDelta, Delta, Remains};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Content, FinishReason, FunctionCall, Message, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, Content, FinishReason, FunctionCall, Message, RelayedChunk, StreamChunk, ToolCall,
+    ToolCallDelta, Usage,
 };
 
 /// Whose tool calls a round holds.
@@ -86,6 +87,14 @@ struct PartialCall {
     held_arguments: String,
 }
 
+/// What lariat reads of a chunk's choice 0, however the chunk was read.
+struct ChoiceView {
+    role: bool,
+    text: Option<String>,
+    calls: Option<Vec<ToolCallDelta>>,
+    finish: Option<FinishReason>,
+}
+
 /// Where in the response a round begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opening {
@@ -144,7 +153,14 @@ impl<'a> StreamRound<'a> {
     /// Takes one upstream chunk; returns what the client may see of it, if anything.
     /// In `Mode::Loop` the finish reason and usage are held back: the loop decides
     /// what ends the response.
-    pub fn push(&mut self, mut chunk: ChatChunk) -> Option<Delta> {
+    pub fn push(&mut self, chunk: StreamChunk) -> Option<Delta> {
+        match chunk {
+            StreamChunk::Typed(chunk) => self.push_typed(chunk),
+            StreamChunk::Relayed(chunk) => self.push_relayed(chunk),
+        }
+    }
+
+    fn push_typed(&mut self, mut chunk: ChatChunk) -> Option<Delta> {
         if let Some(usage) = chunk.usage.take() {
             self.usage = Some(usage);
         }
@@ -153,30 +169,67 @@ impl<'a> StreamRound<'a> {
         }
         let mut out = Delta::default();
         for choice in chunk.choices.iter_mut().filter(|c| c.index == 0) {
-            if let Some(reason) = choice.finish_reason.take() {
-                if self.mode == Mode::Relay {
-                    out.finish = Some(reason.clone());
-                }
-                self.finish_reason = Some(reason);
-            }
             let delta = &mut choice.delta;
-            out.role |= delta.role.take().is_some();
-            if let Some(mut text) = delta.content.take().filter(|t| !t.is_empty()) {
-                if !self.text_seen && self.separate {
-                    text.insert_str(0, "\n\n");
-                }
-                self.text_seen = true;
-                if self.keep_text {
-                    self.content.push_str(&text);
-                }
-                out.text = Some(text);
-            }
-            if let Some(calls) = delta.tool_calls.take() {
-                self.tool_deltas(calls, &mut out.calls);
-            }
+            let view = ChoiceView {
+                role: delta.role.take().is_some(),
+                text: delta.content.take(),
+                calls: delta.tool_calls.take(),
+                finish: choice.finish_reason.take(),
+            };
+            self.choice(view, &mut out);
         }
-        out.remains = Some(Box::new(chunk));
+        out.remains = Some(Remains::Typed(Box::new(chunk)));
         Some(out)
+    }
+
+    /// A relayed chunk goes out as it came; only a loop's round (which rewrites what
+    /// the client sees, and so reads its chunks typed) drops its bytes.
+    fn push_relayed(&mut self, mut chunk: Box<RelayedChunk>) -> Option<Delta> {
+        if let Some(usage) = chunk.usage.take() {
+            self.usage = Some(usage);
+        }
+        if chunk.choices == 0 {
+            return None;
+        }
+        let mut out = Delta::default();
+        if let Some(choice) = chunk.choice.take() {
+            let role = choice.delta.has_role();
+            let view = ChoiceView {
+                role,
+                text: choice.delta.content,
+                calls: choice.delta.tool_calls,
+                finish: choice.finish_reason,
+            };
+            self.choice(view, &mut out);
+        }
+        if self.mode == Mode::Relay {
+            out.remains = Some(Remains::Relayed(chunk));
+        }
+        Some(out)
+    }
+
+    /// Choice 0 of a chunk: what the client may see of it goes into `out`.
+    fn choice(&mut self, choice: ChoiceView, out: &mut Delta) {
+        if let Some(reason) = choice.finish {
+            if self.mode == Mode::Relay {
+                out.finish = Some(reason.clone());
+            }
+            self.finish_reason = Some(reason);
+        }
+        out.role |= choice.role;
+        if let Some(mut text) = choice.text.filter(|t| !t.is_empty()) {
+            if !self.text_seen && self.separate {
+                text.insert_str(0, "\n\n");
+            }
+            self.text_seen = true;
+            if self.keep_text {
+                self.content.push_str(&text);
+            }
+            out.text = Some(text);
+        }
+        if let Some(calls) = choice.calls {
+            self.tool_deltas(calls, &mut out.calls);
+        }
     }
 
     /// Records tool-call deltas; appends the part the client may see to `visible`.
@@ -250,13 +303,20 @@ impl<'a> StreamRound<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::Reading;
     use serde_json::json;
 
-    fn chunk(delta: Value, finish: Option<&str>) -> ChatChunk {
-        serde_json::from_value(
-            json!({"id": "x", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+    fn chunk(delta: Value, finish: Option<&str>) -> StreamChunk {
+        StreamChunk::Typed(
+            serde_json::from_value(
+                json!({"id": "x", "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+            )
+            .unwrap(),
         )
-        .unwrap()
+    }
+
+    fn relayed(json: Value) -> StreamChunk {
+        StreamChunk::read(json.to_string().into(), Reading::Relayed).unwrap()
     }
 
     fn call_delta(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> Value {
@@ -351,7 +411,7 @@ mod tests {
             json!({"id": "x", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}),
         )
         .unwrap();
-        assert!(round.push(usage).is_none());
+        assert!(round.push(StreamChunk::Typed(usage)).is_none());
         assert_eq!(round.finish().usage.unwrap().total_tokens, 7);
     }
 
@@ -364,11 +424,41 @@ mod tests {
             {"index": 1, "delta": {"content": "other choice"}}
         ]}))
         .unwrap();
-        let delta = round.push(raw).unwrap();
-        let remains = serde_json::to_value(delta.remains.unwrap()).unwrap();
+        let delta = round.push(StreamChunk::Typed(raw)).unwrap();
+        let Some(Remains::Typed(remains)) = delta.remains else { panic!("a typed chunk's remains are typed") };
+        let remains = serde_json::to_value(remains).unwrap();
         assert_eq!(remains["system_fingerprint"], "fp");
         assert_eq!(remains["choices"][0]["delta"], json!({"reasoning_content": "r"}));
         assert_eq!(remains["choices"][0]["logprobs"], json!({"content": []}));
         assert_eq!(remains["choices"][1]["delta"]["content"], "other choice");
+    }
+
+    #[test]
+    fn a_relayed_chunk_is_read_the_same_and_kept_whole_only_by_a_relay() {
+        let client = HashSet::new();
+        let call = json!({"id": "up", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi",
+            "tool_calls": [{"index": 0, "id": "up_1", "function": {"name": "f", "arguments": "{}"}}]},
+            "finish_reason": "tool_calls"}]});
+        let mut relay = StreamRound::new(&client, Mode::Relay, Opening::First, Keep::CallsOnly);
+        let delta = relay.push(relayed(call.clone())).unwrap();
+        assert!(delta.role);
+        assert_eq!(delta.text.as_deref(), Some("hi"));
+        assert_eq!(calls(&delta), [(0, Some("up_1"), Some("f"), Some("{}"))]);
+        assert_eq!(delta.finish, Some(FinishReason::ToolCalls));
+        let Some(Remains::Relayed(bytes)) = delta.remains else { panic!("a relay keeps the chunk's bytes") };
+        let mut out = Vec::new();
+        bytes.write("\"id\"", "\"m\"", &mut out);
+        let mut expected = call.clone();
+        (expected["id"], expected["model"]) = (json!("id"), json!("m"));
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), expected);
+        let usage = json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
+        assert!(relay.push(relayed(usage)).is_none(), "usage goes out once, summed, at the end");
+        let result = relay.finish();
+        assert_eq!((result.usage.unwrap().total_tokens, result.message.calls()[0].id.as_str()), (2, "up_1"));
+
+        let mut round = StreamRound::new(&client, Mode::Loop, Opening::AfterText, Keep::Text);
+        let delta = round.push(relayed(call)).unwrap();
+        assert_eq!(delta.text.as_deref(), Some("\n\nhi"));
+        assert!(delta.remains.is_none() && delta.finish.is_none(), "a loop rewrites what the client sees");
     }
 }

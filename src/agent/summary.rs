@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::compact::{Budget, MESSAGE_OVERHEAD, Tokenizer, truncate};
 use crate::config::Summarize;
-use crate::openai::{Content, Message, Role, Usage, part_text};
+use crate::openai::{Content, Message, Reading, Role, Usage, part_text};
 use crate::store::Store;
 use crate::upstream::{self, Fixed, Model, Params, Reply, Route};
 
@@ -268,7 +268,14 @@ impl Summarizer {
         let target = &self.settings.target;
         let mut rest = Map::new();
         rest.insert(max_tokens_field(&target.model).into(), json!(self.settings.max_tokens));
-        let params = Params { tools: &[], client_tools: &[], tool_choice: None, stream_options: None, rest: &rest };
+        let params = Params {
+            tools: &[],
+            client_tools: &[],
+            tool_choice: None,
+            stream_options: None,
+            reading: Reading::Typed,
+            rest: &rest,
+        };
         let chain = std::slice::from_ref(target);
         let answered = upstream.call(chain, &mut Route::default(), &mut Fixed(&messages), &params, false).await?;
         let Reply::Complete(completion) = answered.reply else { return Err(SummaryError::Empty) };

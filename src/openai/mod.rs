@@ -3,6 +3,7 @@
 
 mod chunk;
 mod content;
+mod relayed;
 pub mod responses;
 mod tolerant;
 
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 
 pub use chunk::{ChatChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
 pub use content::{Content, part_text};
+pub use relayed::{ChoiceView, DeltaView, Reading, RelayedChunk, StreamChunk};
 
 /// `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, Serialize)]

@@ -6,6 +6,8 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use futures::{Stream, StreamExt};
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
@@ -13,13 +15,41 @@ use serde_json::{Map, Value, json};
 use super::commit::{self, Started};
 use super::progress;
 use super::{AppState, header as names, sse};
-use crate::agent::{CallDelta, Delta, Ending, Event, Finished, Turn};
+use crate::agent::{CallDelta, Delta, Ending, Event, Finished, Remains, Turn};
 use crate::config::Progress;
 use crate::error::ApiError;
-use crate::openai::{ChatChunk, ChatCompletion, Choice, FunctionDelta, Role, ToolCallDelta};
+use crate::openai::{ChatChunk, ChatCompletion, Choice, FunctionDelta, RelayedChunk, Role, ToolCallDelta};
 
 /// Chunks for the SSE encoder; an `Err` ends the stream with an error event.
-pub type ChunkResults = std::pin::Pin<Box<dyn Stream<Item = Result<ChatChunk, ApiError>> + Send>>;
+pub type ChunkResults = std::pin::Pin<Box<dyn Stream<Item = Result<Outgoing, ApiError>> + Send>>;
+
+/// One chunk of a Chat Completions stream.
+#[derive(Debug)]
+pub enum Outgoing {
+    Chunk(ChatChunk),
+    /// An upstream chunk sent on as its bytes, under the response's id and model.
+    Relayed(Box<RelayedChunk>, Arc<Stamp>),
+}
+
+impl Outgoing {
+    /// Appends the chunk's JSON to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Self::Chunk(chunk) => serde_json::to_writer(out, chunk),
+            Self::Relayed(chunk, stamp) => {
+                chunk.write(&stamp.id, &stamp.model, out);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The response's `id` and `model` as JSON values, encoded once per response.
+#[derive(Debug)]
+pub struct Stamp {
+    id: String,
+    model: String,
+}
 
 /// Runs `turn` and answers it as Chat Completions; a stream shows `progress`.
 pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result<Response, ApiError> {
@@ -82,6 +112,7 @@ struct Seen {
 
 struct StreamFace {
     face: Face,
+    stamp: Arc<Stamp>,
     include_usage: bool,
     progress: Progress,
     /// The last status line shown (`Progress::Status`): closed at the end.
@@ -94,11 +125,17 @@ fn render_stream(events: impl Stream<Item = Event> + Send + 'static, mut face: S
 }
 
 /// At most three chunks per event (the end: status closed, finish reason, usage).
-type Rendered = [Option<Result<ChatChunk, ApiError>>; 3];
+type Rendered = [Option<Result<Outgoing, ApiError>>; 3];
+
+fn out(chunk: ChatChunk) -> Result<Outgoing, ApiError> {
+    Ok(Outgoing::Chunk(chunk))
+}
 
 impl StreamFace {
     fn new(face: Face, include_usage: bool, progress: Progress) -> Self {
-        Self { face, include_usage, progress, status: None, seen: Seen::default() }
+        let json = |s: &str| Value::from(s).to_string();
+        let stamp = Arc::new(Stamp { id: json(&face.id), model: json(&face.model) });
+        Self { face, stamp, include_usage, progress, status: None, seen: Seen::default() }
     }
 
     fn render(&mut self, event: Event) -> Rendered {
@@ -106,10 +143,10 @@ impl StreamFace {
         if self.progress != Progress::Off
             && let Some(line) = progress::line(&event)
         {
-            return [self.progress(line).map(|c| Ok(self.stamp(c))), None, None];
+            return [self.progress(line).map(|c| out(self.stamp(c))), None, None];
         }
         let chunk = match event {
-            Event::Delta(delta) => self.delta(delta),
+            Event::Delta(delta) => return [self.delta(delta).map(Ok), None, None],
             Event::ConfirmationAsked { text, confirmation } => {
                 let extra = Map::from_iter([("lariat".to_owned(), json!({"confirmation": confirmation.to_json()}))]);
                 let chunk = ChatChunk::text(text, !self.seen.role, extra);
@@ -117,7 +154,7 @@ impl StreamFace {
                 Some(chunk)
             }
             Event::Finished(finished) => {
-                let status = self.close_status().map(Ok);
+                let status = self.close_status().map(out);
                 let Finished { finish_reason, usage, answered_by, .. } = *finished;
                 let finish = (!self.seen.finish).then(|| {
                     let mut chunk = ChatChunk::finish(finish_reason);
@@ -127,9 +164,9 @@ impl StreamFace {
                     self.stamp(chunk)
                 });
                 let usage = self.include_usage.then(|| self.stamp(ChatChunk::usage(usage.unwrap_or_default())));
-                return [status, finish.map(Ok), usage.map(Ok)];
+                return [status, finish.map(out), usage.map(out)];
             }
-            Event::Failed(error) => return [self.close_status().map(Ok), Some(Err(error.into())), None],
+            Event::Failed(error) => return [self.close_status().map(out), Some(Err(error.into())), None],
             // A source is listed where status lines show (Open WebUI); the other
             // progress modes have no place for it.
             Event::SourceRead { name, url, excerpt } if self.progress == Progress::Status => {
@@ -147,7 +184,7 @@ impl StreamFace {
             | Event::HandedOver { .. }
             | Event::Suspended { .. } => None,
         };
-        [chunk.map(|c| Ok(self.stamp(c))), None, None]
+        [chunk.map(|c| out(self.stamp(c))), None, None]
     }
 
     /// A progress line as this response shows progress (or not at all).
@@ -188,11 +225,16 @@ impl StreamFace {
     }
 
     /// The upstream's chunk with lariat's view of choice 0 put back; `None` when
-    /// nothing is left for the client.
-    fn delta(&mut self, delta: Delta) -> Option<ChatChunk> {
+    /// nothing is left for the client. A relayed chunk goes out as it came.
+    fn delta(&mut self, delta: Delta) -> Option<Outgoing> {
         let Delta { role, text, calls, finish, remains } = delta;
         let mut chunk = match remains {
-            Some(chunk) => *chunk,
+            Some(Remains::Relayed(chunk)) => {
+                self.seen.role |= role;
+                self.seen.finish |= finish.is_some();
+                return Some(Outgoing::Relayed(chunk, self.stamp.clone()));
+            }
+            Some(Remains::Typed(chunk)) => *chunk,
             None => ChatChunk::delta(crate::openai::Delta::default(), None),
         };
         if let Some(at) = chunk.choices.iter().position(|c| c.index == 0) {
@@ -213,7 +255,7 @@ impl StreamFace {
                 chunk.choices.remove(at);
             }
         }
-        (!chunk.choices.is_empty()).then_some(chunk)
+        (!chunk.choices.is_empty()).then(|| Outgoing::Chunk(self.stamp(chunk)))
     }
 }
 
@@ -283,7 +325,12 @@ mod tests {
     }
 
     fn render(face: &mut StreamFace, event: Event) -> Vec<serde_json::Value> {
-        face.render(event).into_iter().flatten().map(|c| serde_json::to_value(c.unwrap()).unwrap()).collect()
+        let json = |chunk: Outgoing| {
+            let mut out = Vec::new();
+            chunk.write(&mut out).unwrap();
+            serde_json::from_slice(&out).unwrap()
+        };
+        face.render(event).into_iter().flatten().map(|c| json(c.unwrap())).collect()
     }
 
     fn text(role: bool, text: &str) -> Event {
@@ -308,7 +355,8 @@ mod tests {
         let remains: ChatChunk = serde_json::from_value(json!({"id": "up", "model": "up-model",
             "system_fingerprint": "fp", "choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]}))
         .unwrap();
-        let delta = Delta { text: Some("a".into()), remains: Some(Box::new(remains)), ..Delta::default() };
+        let delta =
+            Delta { text: Some("a".into()), remains: Some(Remains::Typed(Box::new(remains))), ..Delta::default() };
         let out = render(&mut face, Event::Delta(delta));
         assert_eq!(out[0]["system_fingerprint"], "fp");
         assert_eq!(out[0]["choices"][0]["delta"], json!({"content": "a", "reasoning_content": "hmm"}));

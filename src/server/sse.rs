@@ -18,9 +18,8 @@ use http::HeaderValue;
 use http_body::Frame;
 use tokio::time::{Instant, Sleep};
 
-use super::chat::ChunkResults;
+use super::chat::{ChunkResults, Outgoing};
 use crate::error::ApiError;
-use crate::openai::ChatChunk;
 use crate::telemetry::StreamGuard;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -71,11 +70,11 @@ struct SseBody {
 
 impl SseBody {
     /// Appends `chunk` as one event to `out`.
-    fn event(&mut self, chunk: &ChatChunk, out: &mut Vec<u8>) {
+    fn event(&mut self, chunk: &Outgoing, out: &mut Vec<u8>) {
         let start = out.len();
-        // Compact JSON has no raw newlines, so the chunk is one `data:` line.
+        // Neither compact JSON nor a relayed chunk has a raw newline: one `data:` line.
         out.extend_from_slice(b"data: ");
-        if let Err(e) = serde_json::to_writer(&mut *out, chunk) {
+        if let Err(e) = chunk.write(out) {
             out.truncate(start);
             self.state = State::Failed;
             error_event(&ApiError::Internal(format!("encoding a chunk: {e}")), out);

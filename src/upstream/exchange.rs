@@ -52,7 +52,7 @@ pub async fn exchange(
             let (stall, total) = (timeouts.stall, timeouts.total);
             let limits = sse::Limits { max_event_bytes, stall, deadline: started + total, total };
             let bytes = BodyDataStream::new(response.into_body());
-            let mut chunks = sse::chunks(bytes, limits, provider.redactor.clone());
+            let mut chunks = sse::chunks(bytes, limits, provider.redactor.clone(), prompt.params.reading);
             match chunks.next().await {
                 Some(Ok(first)) => Ok(Reply::Stream(Box::pin(futures::stream::iter([Ok(first)]).chain(chunks)))),
                 Some(Err(failure)) => Err(failure),

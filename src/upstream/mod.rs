@@ -7,6 +7,7 @@
 mod exchange;
 mod failure;
 mod health;
+mod lines;
 pub mod probe;
 mod sse;
 mod transport;
@@ -25,7 +26,7 @@ pub use sse::ChunkStream;
 use crate::config::{ChainEntry, Config, UpstreamPolicy};
 use serde_json::{Map, Value};
 
-use crate::openai::{ChatCompletion, ChatRequest, Message, StreamOptions, ToolDef};
+use crate::openai::{ChatCompletion, ChatRequest, Message, Reading, StreamOptions, ToolDef};
 use crate::telemetry::Metrics;
 use health::Health;
 use transport::Endpoint;
@@ -76,6 +77,8 @@ pub struct Params<'a> {
     pub client_tools: &'a [ToolDef],
     pub tool_choice: Option<&'a Value>,
     pub stream_options: Option<&'a StreamOptions>,
+    /// How a streamed answer's chunks are read.
+    pub reading: Reading,
     /// Every other field of the client's request, passed through unchanged.
     pub rest: &'a Map<String, Value>,
 }
@@ -88,6 +91,7 @@ impl<'a> Params<'a> {
             client_tools: request.tools.as_deref().unwrap_or_default(),
             tool_choice: request.tool_choice.as_ref(),
             stream_options: request.stream_options.as_ref(),
+            reading: Reading::Typed,
             rest: &request.rest,
         }
     }

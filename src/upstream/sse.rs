@@ -1,10 +1,12 @@
-//! Upstream SSE → `ChatChunk`s: a size cap on each event, `[DONE]` handling, error
-//! events, a stall timeout, and a check that the stream really finished.
+//! Upstream SSE → chunks (typed, or kept as their bytes for a relay): a size cap on
+//! each event, `[DONE]` handling, error events, a stall timeout, and a check that the
+//! stream really finished.
 //!
 //! Hand-written rather than a general SSE crate: this runs once per relayed event, and
 //! a line reader over one reused buffer costs a fraction of a parser-combinator one
 //! that allocates a `String` per line and per field.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,11 +18,12 @@ use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
 use super::Failure;
-use crate::openai::ChatChunk;
+use super::lines::Lines;
+use crate::openai::{Reading, StreamChunk};
 use crate::redact::Redactor;
 
 /// Chunks of one upstream stream, in order; a `Failure` item ends it.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Failure>> + Send>>;
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChunk, Failure>> + Send>>;
 
 /// Bounds on one upstream stream.
 #[derive(Debug, Clone, Copy)]
@@ -33,10 +36,10 @@ pub struct Limits {
     pub total: Duration,
 }
 
-/// Parses an SSE byte stream into chunks, within `limits`. Every event is cleaned of
-/// the configured secrets before it is parsed, so neither a relayed delta nor an
-/// error event (which reaches the client and the log) can carry one.
-pub fn chunks<S, E>(bytes: S, limits: Limits, redactor: Arc<Redactor>) -> ChunkStream
+/// Parses an SSE byte stream into chunks read as `reading` says, within `limits`.
+/// Every event is cleaned of the configured secrets before it is parsed, so neither a
+/// relayed chunk nor an error event (which reaches the client and the log) can carry one.
+pub fn chunks<S, E>(bytes: S, limits: Limits, redactor: Arc<Redactor>, reading: Reading) -> ChunkStream
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::fmt::Display,
@@ -49,6 +52,7 @@ where
         done: false,
         limits,
         redactor,
+        reading,
         timer: Box::pin(tokio::time::sleep_until(limits.deadline)),
         asked: None,
     })
@@ -66,6 +70,7 @@ struct Chunks<S> {
     done: bool,
     limits: Limits,
     redactor: Arc<Redactor>,
+    reading: Reading,
     timer: Pin<Box<Sleep>>,
     /// When the consumer started waiting for the next chunk (set on the first wait).
     asked: Option<Instant>,
@@ -76,7 +81,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    fn fail(&mut self, failure: Failure) -> Poll<Option<Result<ChatChunk, Failure>>> {
+    fn fail(&mut self, failure: Failure) -> Poll<Option<Result<StreamChunk, Failure>>> {
         self.done = true;
         Poll::Ready(Some(Err(failure)))
     }
@@ -85,7 +90,7 @@ where
     /// An event, whole or still arriving, larger than the cap fails the stream; so
     /// does a stream past its total deadline, even one whose events were all read
     /// ahead while its client was slower than the model.
-    fn buffered(&mut self) -> Option<Poll<Option<Result<ChatChunk, Failure>>>> {
+    fn buffered(&mut self) -> Option<Poll<Option<Result<StreamChunk, Failure>>>> {
         let max = self.limits.max_event_bytes;
         let too_large = || Failure::InvalidBody(format!("an SSE event exceeded {max} bytes"));
         loop {
@@ -106,14 +111,14 @@ where
             if text.is_empty() {
                 continue;
             }
-            let parsed = parse_chunk(&self.redactor.redact(text));
+            let parsed = parse_chunk(self.redactor.redact(text), self.reading);
             if Instant::now() >= self.limits.deadline {
                 let after = self.limits.total;
                 return Some(self.fail(Failure::Timeout { what: "stream still running at the total timeout", after }));
             }
             return Some(match parsed {
                 Ok(chunk) => {
-                    self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
+                    self.finished |= chunk.finishes();
                     self.asked = None;
                     Poll::Ready(Some(Ok(chunk)))
                 }
@@ -153,7 +158,7 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    type Item = Result<ChatChunk, Failure>;
+    type Item = Result<StreamChunk, Failure>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -190,98 +195,16 @@ where
     }
 }
 
-/// An SSE line reader (the HTML spec's rules, as far as lariat reads events: `data`
-/// fields joined by newlines, comments and other fields skipped, a leading BOM
-/// dropped, lines ending in LF, CRLF or CR). Lines are found with `memchr` in one
-/// reused buffer; only the data of an event is copied, into another reused buffer.
-#[derive(Debug, Default)]
-struct Lines {
-    buf: Vec<u8>,
-    /// Where the unread part of `buf` starts.
-    read: usize,
-    data: Vec<u8>,
-    /// `data` holds an event already handed out.
-    dispatched: bool,
-    started: bool,
-    /// No more bytes will come: a CR last in the buffer ends its line.
-    ended: bool,
-}
-
-impl Lines {
-    fn push(&mut self, mut chunk: &[u8]) {
-        if !self.started && !chunk.is_empty() {
-            self.started = true;
-            chunk = chunk.strip_prefix("\u{feff}".as_bytes()).unwrap_or(chunk);
-        }
-        self.buf.drain(..self.read);
-        self.read = 0;
-        self.buf.extend_from_slice(chunk);
-    }
-
-    /// The stream ended: no CR in the buffer waits for an LF any more.
-    fn end(&mut self) {
-        self.ended = true;
-    }
-
-    /// Bytes of the event still arriving: its data so far and the line not yet ended.
-    fn unfinished(&self) -> usize {
-        self.data.len() + (self.buf.len() - self.read)
-    }
-
-    /// The data of the next whole event, if one is buffered.
-    fn next_event(&mut self) -> Option<&[u8]> {
-        if std::mem::take(&mut self.dispatched) {
-            self.data.clear();
-        }
-        loop {
-            let unread = &self.buf[self.read..];
-            let end = memchr::memchr2(b'\n', b'\r', unread)?;
-            let ending = match (unread[end], unread.get(end + 1)) {
-                (b'\n', _) => 1,
-                (_, Some(b'\n')) => 2,
-                (_, Some(_)) => 1,
-                (_, None) if self.ended => 1,
-                // A CR last in the buffer may be half of a CRLF: wait for the next byte.
-                (_, None) => return None,
-            };
-            let line = &unread[..end];
-            self.read += end + ending;
-            if line.is_empty() {
-                if self.data.pop().is_some() {
-                    self.dispatched = true;
-                    return Some(&self.data);
-                }
-                continue;
-            }
-            if line[0] == b':' {
-                continue;
-            }
-            let (name, value) = match memchr::memchr(b':', line) {
-                Some(colon) => {
-                    let value = &line[colon + 1..];
-                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-                }
-                None => (line, &[][..]),
-            };
-            if name == b"data" {
-                self.data.extend_from_slice(value);
-                self.data.push(b'\n');
-            }
-        }
-    }
-}
-
-/// One event's JSON, parsed once, straight into the typed chunk (an error event
-/// lands in `rest["error"]`, since `error` is not a chunk field).
-fn parse_chunk(data: &str) -> Result<ChatChunk, Failure> {
-    let chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
+/// One event's JSON, parsed once, as `reading` says; an `error` field fails the stream.
+fn parse_chunk(data: Cow<'_, str>, reading: Reading) -> Result<StreamChunk, Failure> {
+    let chunk = StreamChunk::read(data, reading).map_err(|e| {
         if e.is_data() {
             Failure::InvalidBody(format!("an SSE event is not a chat chunk: {e}"))
         } else {
             Failure::InvalidBody(format!("an SSE event is not JSON: {e}"))
         }
     })?;
-    if let Some(error) = chunk.rest.get("error") {
+    if let Some(error) = chunk.error() {
         let message = error.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_owned);
         return Err(Failure::Stream(format!("the upstream sent an error event: {message}")));
     }
@@ -291,20 +214,52 @@ fn parse_chunk(data: &str) -> Result<ChatChunk, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::ChatChunk;
     use futures::StreamExt;
 
     fn stream_of(parts: &[&'static str]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect::<Vec<_>>())
     }
 
-    async fn collect(parts: &[&'static str], cap: usize) -> Vec<Result<ChatChunk, Failure>> {
+    async fn read(parts: &[&'static str], cap: usize, reading: Reading) -> Vec<Result<StreamChunk, Failure>> {
         let limits = Limits {
             max_event_bytes: cap,
             stall: Duration::from_secs(5),
             deadline: Instant::now() + Duration::from_secs(60),
             total: Duration::from_secs(60),
         };
-        chunks(stream_of(parts), limits, Arc::new(Redactor::new([SECRET]))).collect().await
+        chunks(stream_of(parts), limits, Arc::new(Redactor::new([SECRET])), reading).collect().await
+    }
+
+    async fn collect(parts: &[&'static str], cap: usize) -> Vec<Result<ChatChunk, Failure>> {
+        let typed = |item| match item {
+            Ok(StreamChunk::Typed(chunk)) => Ok(chunk),
+            Ok(StreamChunk::Relayed(_)) => panic!("asked for typed chunks"),
+            Err(failure) => Err(failure),
+        };
+        read(parts, cap, Reading::Typed).await.into_iter().map(typed).collect()
+    }
+
+    #[tokio::test]
+    async fn relayed_chunks_keep_their_bytes_cleaned_and_still_end_and_fail_the_stream() {
+        let finished = read(
+            &[
+                "data: {\"id\":\"a\",\"choices\":[{\"delta\":{\"content\":\"key sk-provider-secret-42\"}}]}\n\n",
+                "data: {\"id\":\"a\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            ],
+            1024,
+            Reading::Relayed,
+        )
+        .await;
+        assert_eq!(finished.len(), 2, "a finish reason completes a stream without [DONE]: {finished:?}");
+        let Ok(StreamChunk::Relayed(first)) = &finished[0] else { panic!("{finished:?}") };
+        let mut out = Vec::new();
+        first.write("\"x\"", "\"m\"", &mut out);
+        assert_eq!(out, br#"{"model":"m","id":"x","choices":[{"delta":{"content":"key [redacted]"}}]}"#);
+        let error = read(&["data: {\"error\":{\"message\":\"overloaded\"}}\n\n"], 1024, Reading::Relayed).await;
+        assert!(matches!(&error[0], Err(Failure::Stream(m)) if m.contains("overloaded")), "{error:?}");
+        let cut = read(&["data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n"], 1024, Reading::Relayed).await;
+        assert!(matches!(cut.last(), Some(Err(Failure::Stream(_)))), "{cut:?}");
     }
 
     #[tokio::test]
@@ -356,19 +311,6 @@ mod tests {
         assert!(matches!(&out[1], Err(Failure::Stream(m)) if m.ends_with("bad key [redacted]") && !m.contains(SECRET)));
     }
 
-    #[test]
-    fn reads_lines_the_spec_way() {
-        let mut lines = Lines::default();
-        lines.push("\u{feff}: comment\r\nevent: x\r\ndata: a\rdata:b\n\n".as_bytes());
-        assert_eq!(lines.next_event(), Some(&b"a\nb"[..]), "BOM, comment and other fields skipped");
-        lines.push(b"data: c\r");
-        assert_eq!(lines.next_event(), None, "a CR last in the buffer may be half of a CRLF");
-        lines.push(b"\n\r\ndata\n\n");
-        assert_eq!(lines.next_event(), Some(&b"c"[..]));
-        assert_eq!(lines.next_event(), Some(&b""[..]), "a field without a colon has an empty value");
-        assert_eq!(lines.next_event(), None);
-    }
-
     /// One event every `every`, forever.
     fn trickle(every: Duration) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
         futures::stream::unfold((), move |()| async move {
@@ -387,13 +329,14 @@ mod tests {
         };
         let redactor = Arc::new(Redactor::default());
         let stalled = trickle(Duration::from_secs(1)).take(2).chain(futures::stream::pending());
-        let out: Vec<_> = chunks(stalled, limits(5, 60), redactor.clone()).collect().await;
+        let out: Vec<_> = chunks(stalled, limits(5, 60), redactor.clone(), Reading::Typed).collect().await;
         assert_eq!(out.len(), 3, "{out:?}");
         let after = Duration::from_secs(5);
         assert!(matches!(out[2], Err(Failure::Timeout { what: "stream stalled: no chunk", after: a }) if a == after));
 
         // Events every 3 s never stall (5 s), but the stream is cut at its total (10 s).
-        let out: Vec<_> = chunks(trickle(Duration::from_secs(3)), limits(5, 10), redactor).collect().await;
+        let out: Vec<_> =
+            chunks(trickle(Duration::from_secs(3)), limits(5, 10), redactor, Reading::Typed).collect().await;
         assert_eq!(out.len(), 4, "{out:?}");
         assert!(out[..3].iter().all(Result::is_ok));
         let total = "stream still running at the total timeout";
@@ -449,7 +392,7 @@ mod tests {
         };
         // Every event is there at once; the client takes 4 s for each.
         let parts: Vec<&'static str> = vec!["data: {\"choices\":[]}\n\n"; 6];
-        let mut stream = chunks(stream_of(&parts), limits, Arc::new(Redactor::default()));
+        let mut stream = chunks(stream_of(&parts), limits, Arc::new(Redactor::default()), Reading::Typed);
         let mut read = Vec::new();
         while let Some(item) = stream.next().await {
             read.push(item);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::agent::{Agent, Event, Events, Settings, Turn};
 use crate::auth::{Caller, Keys};
 use crate::config::{ChainEntry, Config};
-use crate::openai::{ChatChunk, ChatCompletion, ChatRequest};
+use crate::openai::{ChatCompletion, ChatRequest, Reading, StreamChunk};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::tools::{Registry, Tool};
@@ -108,10 +108,11 @@ fn completion(message: Value, finish: &str) -> ChatCompletion {
     .unwrap()
 }
 
-fn chunk(delta: Value, finish: Option<&str>) -> ChatChunk {
-    serde_json::from_value(json!({"id": "up", "object": "chat.completion.chunk", "model": "model-a",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
-    .unwrap()
+/// A chunk read as the engine asked (so relayed rounds are driven with relayed chunks).
+fn chunk(delta: Value, finish: Option<&str>, reading: Reading) -> StreamChunk {
+    let json = json!({"id": "up", "object": "chat.completion.chunk", "model": "model-a",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    StreamChunk::read(json.to_string().into(), reading).unwrap()
 }
 
 fn failed(target: &ChainEntry) -> upstream::Error {
@@ -119,11 +120,11 @@ fn failed(target: &ChainEntry) -> upstream::Error {
     upstream::Error::Failed(vec![Attempt { target: target.label().to_owned(), failure }])
 }
 
-async fn reply(answer: Answer, target: &ChainEntry, stream: bool) -> Result<Reply, upstream::Error> {
+async fn reply(answer: Answer, target: &ChainEntry, stream: bool, reading: Reading) -> Result<Reply, upstream::Error> {
     match answer {
         Answer::After(pause, answer) => {
             tokio::time::sleep(pause).await;
-            Box::pin(reply(*answer, target, stream)).await
+            Box::pin(reply(*answer, target, stream, reading)).await
         }
         Answer::Fail => Err(failed(target)),
         Answer::Complete(message) => {
@@ -131,12 +132,12 @@ async fn reply(answer: Answer, target: &ChainEntry, stream: bool) -> Result<Repl
             Ok(Reply::Complete(completion(message, finish)))
         }
         Answer::Chunks(deltas, finish) => {
-            let mut chunks: Vec<_> = deltas.into_iter().map(|d| Ok(chunk(d, None))).collect();
-            chunks.push(Ok(chunk(json!({}), Some(finish))));
+            let mut chunks: Vec<_> = deltas.into_iter().map(|d| Ok(chunk(d, None, reading))).collect();
+            chunks.push(Ok(chunk(json!({}), Some(finish), reading)));
             Ok(Reply::Stream(Box::pin(futures::stream::iter(chunks))))
         }
         Answer::Cut(deltas) => {
-            let mut chunks: Vec<_> = deltas.into_iter().map(|d| Ok(chunk(d, None))).collect();
+            let mut chunks: Vec<_> = deltas.into_iter().map(|d| Ok(chunk(d, None, reading))).collect();
             chunks.push(Err(Failure::Stream("connection reset".into())));
             Ok(Reply::Stream(Box::pin(futures::stream::iter(chunks))))
         }
@@ -164,7 +165,7 @@ impl Model for Script {
                 stream,
             });
             let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Answer::Fail);
-            let reply = reply(answer, target, stream).await?;
+            let reply = reply(answer, target, stream, params.reading).await?;
             route.stick_to(0);
             Ok(Answered { target: target.clone(), reply, attempts: 1 })
         })
