@@ -200,12 +200,17 @@ base_url = "http://$H:$P_MOCK_SLOW/v1"
 [providers.hold]
 base_url = "http://$H:$P_MOCK_HOLD/v1"
 
+# No server tools: the relay the peers are compared with (the built-in tools are on
+# by default, and a model with tools runs the loop).
 [models.bench]
 chain = ["fast/bench-model"]
+tools = []
 [models.bench-slow]
 chain = ["slow/bench-model"]
+tools = []
 [models.bench-hold]
 chain = ["hold/bench-model"]
+tools = []
 EOF
 log "starting lariat on :$P_LARIAT"
 RUST_LOG=warn "${SERVER_PIN[@]}" env "$WORK/lariat" serve --config "$WORK/lariat.toml" 2>"$OUT/lariat.log" &
