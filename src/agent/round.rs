@@ -185,6 +185,8 @@ impl<'a> StreamRound<'a> {
     /// A relayed chunk goes out as it came; only a loop's round (which rewrites what
     /// the client sees, and so reads its chunks typed) drops its bytes.
     fn push_relayed(&mut self, mut chunk: Box<RelayedChunk>) -> Option<Delta> {
+        // A relay has one round, which opens the response: no separator to add.
+        debug_assert!(self.mode == Mode::Loop || !self.separate);
         if let Some(usage) = chunk.usage.take() {
             self.usage = Some(usage);
         }
@@ -193,11 +195,11 @@ impl<'a> StreamRound<'a> {
         }
         let mut out = Delta::default();
         if let Some(choice) = chunk.choice.take() {
-            let role = choice.delta.has_role();
+            let delta = choice.delta;
             let view = ChoiceView {
-                role,
-                text: choice.delta.content,
-                calls: choice.delta.tool_calls,
+                role: delta.role,
+                text: delta.content,
+                calls: delta.tool_calls,
                 finish: choice.finish_reason,
             };
             self.choice(view, &mut out);
@@ -436,28 +438,33 @@ mod tests {
     #[test]
     fn a_relayed_chunk_is_read_the_same_and_kept_whole_only_by_a_relay() {
         let client = HashSet::new();
-        let call = json!({"id": "up", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi",
-            "tool_calls": [{"index": 0, "id": "up_1", "function": {"name": "f", "arguments": "{}"}}]},
-            "finish_reason": "tool_calls"}]});
+        let words = json!({"id": "up", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
+            "finish_reason": "stop"}]});
         let mut relay = StreamRound::new(&client, Mode::Relay, Opening::First, Keep::CallsOnly);
-        let delta = relay.push(relayed(call.clone())).unwrap();
+        let delta = relay.push(relayed(words.clone())).unwrap();
         assert!(delta.role);
         assert_eq!(delta.text.as_deref(), Some("hi"));
-        assert_eq!(calls(&delta), [(0, Some("up_1"), Some("f"), Some("{}"))]);
-        assert_eq!(delta.finish, Some(FinishReason::ToolCalls));
+        assert_eq!(delta.finish, Some(FinishReason::Stop));
         let Some(Remains::Relayed(bytes)) = delta.remains else { panic!("a relay keeps the chunk's bytes") };
         let mut out = Vec::new();
         bytes.write("\"id\"", "\"m\"", &mut out);
-        let mut expected = call.clone();
+        let mut expected = words.clone();
         (expected["id"], expected["model"]) = (json!("id"), json!("m"));
         assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), expected);
+
+        // A call's chunk is read typed (its first delta gets a `type`), and recorded.
+        let call = json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "up_1",
+            "function": {"name": "f", "arguments": "{}"}}]}}]});
+        let delta = relay.push(relayed(call)).unwrap();
+        assert_eq!(calls(&delta), [(0, Some("up_1"), Some("f"), Some("{}"))]);
+        assert!(matches!(delta.remains, Some(Remains::Typed(_))));
         let usage = json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}});
         assert!(relay.push(relayed(usage)).is_none(), "usage goes out once, summed, at the end");
         let result = relay.finish();
         assert_eq!((result.usage.unwrap().total_tokens, result.message.calls()[0].id.as_str()), (2, "up_1"));
 
         let mut round = StreamRound::new(&client, Mode::Loop, Opening::AfterText, Keep::Text);
-        let delta = round.push(relayed(call)).unwrap();
+        let delta = round.push(relayed(words)).unwrap();
         assert_eq!(delta.text.as_deref(), Some("\n\nhi"));
         assert!(delta.remains.is_none() && delta.finish.is_none(), "a loop rewrites what the client sees");
     }

@@ -6,6 +6,7 @@ mod content;
 mod relayed;
 pub mod responses;
 mod tolerant;
+mod view;
 
 use std::fmt;
 
@@ -14,7 +15,8 @@ use serde_json::{Map, Value};
 
 pub use chunk::{ChatChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
 pub use content::{Content, part_text};
-pub use relayed::{ChoiceView, DeltaView, Reading, RelayedChunk, StreamChunk};
+pub use relayed::{Reading, RelayedChunk, StreamChunk};
+pub use view::{ChoiceView, DeltaView};
 
 /// `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, Serialize)]

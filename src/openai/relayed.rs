@@ -8,16 +8,13 @@
 //! What is not read is skipped by the parser, not built.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::ops::Range;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::tolerant::Key;
-use super::{ChatChunk, FinishReason, ToolCallDelta, Usage};
+use super::view::{ChoiceView, Choices, View, span_in};
+use super::{ChatChunk, Usage};
 
 /// How the chunks of a streamed answer are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,16 +34,19 @@ pub enum StreamChunk {
 }
 
 impl StreamChunk {
-    /// Reads one event's JSON. A relayed chunk whose choices carry usage too is read
-    /// typed anyway: the usage must come out of it (lariat sends usage last, summed).
-    /// Borrowed JSON is copied only when it is kept.
+    /// Reads one event's JSON. Two kinds of chunk are read typed even for a relay,
+    /// because lariat must change more than their `id` and `model`: usage beside
+    /// choices (lariat sends usage last, summed) and tool calls (a call's first delta
+    /// gets the `type` some upstreams leave out and some clients require). Borrowed
+    /// JSON is copied only when it is kept.
     pub fn read(json: Cow<'_, str>, reading: Reading) -> Result<Self, serde_json::Error> {
         if reading == Reading::Typed {
-            return serde_json::from_str(&json).map(Self::Typed);
+            return Ok(Self::Typed(serde_json::from_str(&json)?));
         }
         let relayed = RelayedChunk::read(json.into_owned())?;
-        if relayed.usage.is_some() && relayed.choices > 0 {
-            return serde_json::from_str(&relayed.json).map(Self::Typed);
+        let calls = relayed.choice.as_ref().is_some_and(|c| c.delta.tool_calls.is_some());
+        if calls || (relayed.usage.is_some() && relayed.choices > 0) {
+            return Ok(Self::Typed(relayed.typed()?));
         }
         Ok(Self::Relayed(Box::new(relayed)))
     }
@@ -66,34 +66,6 @@ impl StreamChunk {
             Self::Typed(chunk) => chunk.choices.iter().any(|c| c.finish_reason.is_some()),
             Self::Relayed(chunk) => chunk.finished,
         }
-    }
-}
-
-/// Choice 0 of a relayed chunk, as the loop reads it.
-#[derive(Debug, Default, Deserialize)]
-pub struct ChoiceView {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    pub delta: DeltaView,
-    #[serde(default)]
-    pub finish_reason: Option<FinishReason>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct DeltaView {
-    #[serde(default)]
-    role: Option<IgnoredAny>,
-    #[serde(default)]
-    pub content: Option<String>,
-    #[serde(default)]
-    pub tool_calls: Option<Vec<ToolCallDelta>>,
-}
-
-impl DeltaView {
-    /// The delta names a role (the message starts here).
-    pub fn has_role(&self) -> bool {
-        self.role.is_some()
     }
 }
 
@@ -128,13 +100,11 @@ pub struct RelayedChunk {
 }
 
 impl RelayedChunk {
-    /// Reads `json`, which must be one JSON object. Line breaks in it can only be
-    /// whitespace between tokens (a JSON string cannot hold one raw), so they become
-    /// spaces: the chunk goes out as a single `data:` line.
+    /// Reads `json`, which must be one JSON object. Once it is known to be valid, a
+    /// line break in it can only be whitespace between tokens, so line breaks become
+    /// spaces (byte for byte: the places found stay right) and the chunk goes out as
+    /// a single `data:` line.
     pub fn read(mut json: String) -> Result<Self, serde_json::Error> {
-        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
-            json = json.replace(['\n', '\r'], " ");
-        }
         let view: View<'_> = serde_json::from_str(&json)?;
         let place = |raw: Option<&RawValue>| match raw {
             Some(raw) => Place::Value(span_in(&json, raw.get())),
@@ -143,18 +113,16 @@ impl RelayedChunk {
         let (id, model) = (place(view.id), place(view.model));
         let open = json.find('{').map_or(0, |at| at + 1);
         let Choices { first, count, finished } = view.choices;
-        Ok(Self {
-            open,
-            empty: view.members == 0,
-            id,
-            model,
-            choice: first,
-            choices: count,
-            finished,
-            usage: view.usage,
-            error: view.error,
-            json,
-        })
+        let (empty, usage, error) = (view.members == 0, view.usage, view.error);
+        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
+            json = json.replace(['\n', '\r'], " ");
+        }
+        Ok(Self { json, open, empty, id, model, choice: first, choices: count, finished, usage, error })
+    }
+
+    /// The chunk read typed, for when more of it than `id` and `model` must change.
+    pub fn typed(&self) -> Result<ChatChunk, serde_json::Error> {
+        serde_json::from_str(&self.json)
     }
 
     /// Appends the chunk with `id` and `model` (each already a JSON value) in place
@@ -192,102 +160,6 @@ impl RelayedChunk {
     }
 }
 
-/// Where `part`, a slice of `whole`, lies in it.
-fn span_in(whole: &str, part: &str) -> Range<usize> {
-    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-    debug_assert!(whole.get(start..start + part.len()).is_some_and(|s| std::ptr::eq(s, part)));
-    start..start + part.len()
-}
-
-/// The top level of a chunk, read by hand (not derived) so that it must be an object
-/// and `id` and `model` are borrowed as raw JSON, whatever their type.
-struct View<'a> {
-    members: usize,
-    id: Option<&'a RawValue>,
-    model: Option<&'a RawValue>,
-    choices: Choices,
-    usage: Option<Usage>,
-    error: Option<Value>,
-}
-
-impl<'de> Deserialize<'de> for View<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(ViewVisitor)
-    }
-}
-
-struct ViewVisitor;
-
-impl<'de> Visitor<'de> for ViewVisitor {
-    type Value = View<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("struct ChatChunk")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<View<'de>, A::Error> {
-        fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
-            slot: &mut Option<T>,
-            name: &'static str,
-            map: &mut A,
-        ) -> Result<(), A::Error> {
-            if slot.is_some() {
-                return Err(de::Error::duplicate_field(name));
-            }
-            *slot = Some(map.next_value()?);
-            Ok(())
-        }
-        let (mut id, mut model, mut choices, mut usage, mut error) = (None, None, None, None, None);
-        let mut members = 0;
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            members += 1;
-            match key.as_str() {
-                "id" => once(&mut id, "id", &mut map)?,
-                "model" => once(&mut model, "model", &mut map)?,
-                "choices" => once(&mut choices, "choices", &mut map)?,
-                "usage" => once::<Option<Usage>, _>(&mut usage, "usage", &mut map)?,
-                "error" => once(&mut error, "error", &mut map)?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(View { members, id, model, choices: choices.unwrap_or_default(), usage: usage.flatten(), error })
-    }
-}
-
-/// `choices`, of which only choice 0 is kept.
-#[derive(Debug, Default)]
-struct Choices {
-    first: Option<ChoiceView>,
-    count: usize,
-    finished: bool,
-}
-
-impl<'de> Deserialize<'de> for Choices {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ChoicesVisitor;
-        impl<'de> Visitor<'de> for ChoicesVisitor {
-            type Value = Choices;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a sequence")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let mut choices = Choices::default();
-                while let Some(choice) = seq.next_element::<ChoiceView>()? {
-                    choices.count += 1;
-                    choices.finished |= choice.finish_reason.is_some();
-                    if choice.index == 0 && choices.first.is_none() {
-                        choices.first = Some(choice);
-                    }
-                }
-                Ok(choices)
-            }
-        }
-        deserializer.deserialize_seq(ChoicesVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +183,7 @@ mod tests {
         assert_eq!(written(&chunk), expected);
         let choice = chunk.choice.as_ref().unwrap();
         assert_eq!(choice.delta.content.as_deref(), Some("hi \"there\""));
-        assert!(!choice.delta.has_role() && choice.finish_reason.is_none() && !chunk.finished);
+        assert!(!choice.delta.role && choice.finish_reason.is_none() && !chunk.finished);
     }
 
     #[test]
@@ -321,10 +193,26 @@ mod tests {
             written(&chunk),
             r#" {"id":"chatcmpl-1","model":"virtual","choices":[{"delta":{"role":"assistant"}}]}"#
         );
-        assert!(chunk.choice.unwrap().delta.has_role(), "index defaults to 0");
+        assert!(chunk.choice.unwrap().delta.role, "index defaults to 0");
         let chunk = relayed(r#"{"id":null,"choices":[]}"#);
         assert_eq!(written(&chunk), r#"{"model":"virtual","id":"chatcmpl-1","choices":[]}"#);
         assert_eq!(written(&relayed("{}")), r#"{"id":"chatcmpl-1","model":"virtual"}"#);
+    }
+
+    #[test]
+    fn a_line_break_inside_a_string_is_refused_not_mended() {
+        let err = RelayedChunk::read("{\"choices\":[{\"delta\":{\"content\":\"a\nb\"}}]}".to_owned()).unwrap_err();
+        assert!(err.is_syntax(), "{err}");
+    }
+
+    #[test]
+    fn escaped_keys_and_values_of_any_type_are_found() {
+        let chunk = relayed(r#"{"\u0069d":7,"mod\u0065l":{"a":[1]},"choices":[{"delta":{"cont\u0065nt":"\u00e9"}}]}"#);
+        assert_eq!(
+            written(&chunk),
+            r#"{"\u0069d":"chatcmpl-1","mod\u0065l":"virtual","choices":[{"delta":{"cont\u0065nt":"\u00e9"}}]}"#
+        );
+        assert_eq!(chunk.choice.unwrap().delta.content.as_deref(), Some("é"));
     }
 
     #[test]
@@ -360,6 +248,8 @@ mod tests {
     fn usage_beside_choices_is_read_typed_and_errors_are_found() {
         let both = r#"{"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
         assert!(matches!(StreamChunk::read(both.into(), Reading::Relayed).unwrap(), StreamChunk::Typed(_)));
+        let call = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"f"}}]}}]}"#;
+        assert!(matches!(StreamChunk::read(call.into(), Reading::Relayed).unwrap(), StreamChunk::Typed(_)));
         let usage = r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
         let StreamChunk::Relayed(chunk) = StreamChunk::read(usage.into(), Reading::Relayed).unwrap() else {
             panic!("a usage chunk without choices is relayed")
@@ -370,5 +260,69 @@ mod tests {
             assert_eq!(error.error(), Some(&json!({"message": "boom"})));
             assert!(StreamChunk::read(r#"{"error":null,"choices":[]}"#.into(), reading).unwrap().error().is_none());
         }
+    }
+
+    /// Every text a few edits away from real chunks: what is refused as JSON is what
+    /// serde_json refuses as a `Value`, and what is read of a valid chunk is what the
+    /// `Value` holds, down to the bytes written back.
+    #[test]
+    fn reads_what_serde_json_reads_of_chunks_and_their_mutations() {
+        let templates = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"he said \"hi\" \u00e9\\"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":"x"}},{"index":0,"delta":{},"finish_reason":"stop"}],"model":"m","id":"a","system_fingerprint":"fp_1","x":[true,false,-1.5e3,{"y":[]}]}"#,
+            r#"{"id":"u","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"error":{"message":"overloaded","code":529}}"#,
+        ];
+        let alphabet = b"{}[]\",:\\ 0123456789-+.eEnulltrufasx\t";
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            usize::try_from(seed % n as u64).unwrap()
+        };
+        let (mut valid, mut refused) = (0, 0);
+        for template in templates {
+            for _ in 0..3000 {
+                let mut bytes = template.as_bytes().to_vec();
+                for _ in 0..=next(2) {
+                    let at = next(bytes.len());
+                    match next(3) {
+                        0 => drop(bytes.remove(at)),
+                        1 => bytes.insert(at, alphabet[next(alphabet.len())]),
+                        _ => bytes[at] = alphabet[next(alphabet.len())],
+                    }
+                }
+                let Ok(text) = String::from_utf8(bytes) else { continue };
+                let expected = serde_json::from_str::<Value>(&text);
+                let read = RelayedChunk::read(text.clone());
+                match (&expected, &read) {
+                    (Err(_), Ok(_)) => panic!("accepted invalid JSON: {text}"),
+                    (Ok(_), Err(e)) if e.is_syntax() || e.is_eof() => panic!("refused valid JSON ({e}): {text}"),
+                    (Ok(value), Ok(chunk)) => {
+                        same_reading(value, chunk, &text);
+                        valid += 1;
+                    }
+                    _ => refused += 1,
+                }
+            }
+        }
+        assert!(valid > 1000 && refused > 1000, "{valid} valid, {refused} refused");
+    }
+
+    fn same_reading(value: &Value, chunk: &RelayedChunk, text: &str) {
+        let mut expected = value.clone();
+        expected["id"] = json!("chatcmpl-1");
+        expected["model"] = json!("virtual");
+        assert_eq!(serde_json::from_str::<Value>(&written(chunk)).unwrap(), expected, "{text}");
+        let choices = value["choices"].as_array().map_or(&[][..], Vec::as_slice);
+        assert_eq!(chunk.choices, choices.len(), "{text}");
+        assert_eq!(chunk.finished, choices.iter().any(|c| !c["finish_reason"].is_null()), "{text}");
+        let first = choices.iter().find(|c| c.get("index").is_none_or(|i| i == 0));
+        let content = first.and_then(|c| c["delta"]["content"].as_str());
+        assert_eq!(chunk.choice.as_ref().and_then(|c| c.delta.content.as_deref()), content, "{text}");
+        let usage = value.get("usage").filter(|u| !u.is_null()).map(|u| u["total_tokens"].as_u64().unwrap_or(0));
+        assert_eq!(chunk.usage.as_ref().map(|u| u.total_tokens), usage, "{text}");
+        assert_eq!(chunk.error.as_ref(), value.get("error"), "{text}");
     }
 }

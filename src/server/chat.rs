@@ -229,6 +229,11 @@ impl StreamFace {
     fn delta(&mut self, delta: Delta) -> Option<Outgoing> {
         let Delta { role, text, calls, finish, remains } = delta;
         let mut chunk = match remains {
+            // A role that already went out (with a progress line) must not go out again.
+            Some(Remains::Relayed(chunk)) if role && self.seen.role => match without_choice_zero(&chunk) {
+                Some(typed) => typed,
+                None => return Some(Outgoing::Relayed(chunk, self.stamp.clone())),
+            },
             Some(Remains::Relayed(chunk)) => {
                 self.seen.role |= role;
                 self.seen.finish |= finish.is_some();
@@ -257,6 +262,17 @@ impl StreamFace {
         }
         (!chunk.choices.is_empty()).then(|| Outgoing::Chunk(self.stamp(chunk)))
     }
+}
+
+/// A relayed chunk read typed, with what the round took from choice 0 (role, text,
+/// calls, finish reason) taken out, as a typed round leaves its remains.
+fn without_choice_zero(chunk: &RelayedChunk) -> Option<ChatChunk> {
+    let mut typed = chunk.typed().ok()?;
+    for choice in typed.choices.iter_mut().filter(|c| c.index == 0) {
+        (choice.delta.role, choice.delta.content, choice.delta.tool_calls) = (None, None, None);
+        choice.finish_reason = None;
+    }
+    Some(typed)
 }
 
 /// Open WebUI's `source` event, shaped as its own web search sends one: it lists
@@ -436,5 +452,36 @@ mod tests {
 
         let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Off);
         assert!(render(&mut face, tool_started()).is_empty());
+    }
+
+    fn relayed(json: serde_json::Value) -> Event {
+        let chunk = crate::openai::StreamChunk::read(json.to_string().into(), crate::openai::Reading::Relayed).unwrap();
+        let crate::openai::StreamChunk::Relayed(mut chunk) = chunk else { panic!("read typed") };
+        let choice = chunk.choice.take().unwrap();
+        let (role, text, finish) = (choice.delta.role, choice.delta.content, choice.finish_reason);
+        Event::Delta(Delta { role, text, finish, remains: Some(Remains::Relayed(chunk)), ..Delta::default() })
+    }
+
+    #[test]
+    fn a_relayed_chunk_goes_out_as_it_came_under_the_response_s_id_and_model() {
+        let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Reasoning);
+        let first = json!({"model": "up", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"},
+            "logprobs": null}], "id": "up-1", "created": 7});
+        let out = render(&mut face, relayed(first.clone()));
+        let mut expected = first;
+        (expected["id"], expected["model"]) = (json!("c"), json!("m"));
+        assert_eq!(out, [expected]);
+        let last = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+        assert_eq!(render(&mut face, relayed(last))[0]["choices"][0]["finish_reason"], "stop");
+        let finished = Finished::plain(Message::assistant(Content::None, Vec::new()));
+        assert!(render(&mut face, Event::Finished(Box::new(finished))).is_empty(), "the finish reason went out");
+
+        // A role already sent with a progress line is not sent again.
+        let mut face = StreamFace::new(Face { id: "c".into(), model: "m".into() }, false, Progress::Reasoning);
+        assert_eq!(render(&mut face, tool_started())[0]["choices"][0]["delta"]["role"], "assistant");
+        let first = json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "a"}}], "x": 1});
+        let out = render(&mut face, relayed(first));
+        assert_eq!(out[0]["choices"][0]["delta"], json!({"content": "a"}));
+        assert_eq!((out[0]["x"].as_i64(), out[0]["id"].as_str()), (Some(1), Some("c")));
     }
 }

@@ -1,0 +1,138 @@
+//! What a relay reads of an upstream chunk: where `id` and `model` are (borrowed as
+//! raw JSON, whatever their type), choice 0's role, text, tool calls and finish
+//! reason, the usage and an error. Everything else is skipped by the parser (and
+//! checked), never built.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::tolerant::Key;
+use super::{FinishReason, ToolCallDelta, Usage};
+
+/// Choice 0 of a relayed chunk, as the loop reads it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoiceView {
+    #[serde(default)]
+    pub(super) index: u32,
+    #[serde(default)]
+    pub delta: DeltaView,
+    #[serde(default)]
+    pub finish_reason: Option<FinishReason>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeltaView {
+    /// The delta names a role (the message starts here).
+    #[serde(default, deserialize_with = "present")]
+    pub role: bool,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// Whether a field holds anything but `null`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Option::<IgnoredAny>::deserialize(deserializer).map(|v| v.is_some())
+}
+
+/// Where `part`, a slice of `whole`, lies in it.
+pub(super) fn span_in(whole: &str, part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    debug_assert!(whole.get(start..start + part.len()).is_some_and(|s| std::ptr::eq(s, part)));
+    start..start + part.len()
+}
+
+/// The top level of a chunk, read by hand (not derived) so that it must be an object
+/// and `id` and `model` are borrowed as raw JSON, whatever their type.
+pub(super) struct View<'a> {
+    pub members: usize,
+    pub id: Option<&'a RawValue>,
+    pub model: Option<&'a RawValue>,
+    pub choices: Choices,
+    pub usage: Option<Usage>,
+    pub error: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for View<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ViewVisitor)
+    }
+}
+
+struct ViewVisitor;
+
+impl<'de> Visitor<'de> for ViewVisitor {
+    type Value = View<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct ChatChunk")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<View<'de>, A::Error> {
+        fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+            slot: &mut Option<T>,
+            name: &'static str,
+            map: &mut A,
+        ) -> Result<(), A::Error> {
+            if slot.is_some() {
+                return Err(de::Error::duplicate_field(name));
+            }
+            *slot = Some(map.next_value()?);
+            Ok(())
+        }
+        let (mut id, mut model, mut choices, mut usage, mut error) = (None, None, None, None, None);
+        let mut members = 0;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            members += 1;
+            match key.as_str() {
+                "id" => once(&mut id, "id", &mut map)?,
+                "model" => once(&mut model, "model", &mut map)?,
+                "choices" => once(&mut choices, "choices", &mut map)?,
+                "usage" => once::<Option<Usage>, _>(&mut usage, "usage", &mut map)?,
+                "error" => once(&mut error, "error", &mut map)?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(View { members, id, model, choices: choices.unwrap_or_default(), usage: usage.flatten(), error })
+    }
+}
+
+/// `choices`, of which only choice 0 is kept.
+#[derive(Debug, Default)]
+pub(super) struct Choices {
+    pub first: Option<ChoiceView>,
+    pub count: usize,
+    pub finished: bool,
+}
+
+impl<'de> Deserialize<'de> for Choices {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChoicesVisitor;
+        impl<'de> Visitor<'de> for ChoicesVisitor {
+            type Value = Choices;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
+                let mut choices = Choices::default();
+                while let Some(choice) = seq.next_element::<ChoiceView>()? {
+                    choices.count += 1;
+                    choices.finished |= choice.finish_reason.is_some();
+                    if choice.index == 0 && choices.first.is_none() {
+                        choices.first = Some(choice);
+                    }
+                }
+                Ok(choices)
+            }
+        }
+        deserializer.deserialize_seq(ChoicesVisitor)
+    }
+}
