@@ -34,7 +34,8 @@ measure() { # bin body requests -> instructions
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file=$W/cg.out $bin serve --config $W/c.toml 2>$W/vg.log &
   local pid=$!
   for i in $(seq 1 300); do curl -fs -o /dev/null http://$H:19380/health && break; sleep 0.2; done
-  for i in $(seq 1 $n); do curl -s -o /dev/null http://$H:19380/v1/chat/completions -H 'content-type: application/json' -d "$body"; done
+  # One curl for all n requests: one kept-alive connection, as the load benchmarks use.
+  curl -s -H 'content-type: application/json' -d "$body" $(printf "http://$H:19380/v1/chat/completions %.0s" $(seq 1 $n)) >/dev/null
   kill -INT $pid; wait $pid 2>/dev/null
   grep -E "^(summary|totals):" $W/cg.out | head -1 | awk '{print $2}'
 }

@@ -26,7 +26,8 @@ body='{"model":"relay","stream":'$stream',"messages":[{"role":"user","content":"
 RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file=$W/cg.out "$BIN" serve --config $W/c.toml 2>$W/vg.log &
 pid=$!
 for _ in $(seq 1 300); do curl -fs -o /dev/null http://$H:19480/health && break; sleep 0.2; done
-for _ in $(seq 1 "$N"); do curl -s -o /dev/null http://$H:19480/v1/chat/completions -H 'content-type: application/json' -d "$body"; done
+# One curl for all N requests: one kept-alive connection, as the load benchmarks use.
+curl -s -H 'content-type: application/json' -d "$body" $(printf "http://$H:19480/v1/chat/completions %.0s" $(seq 1 "$N")) >/dev/null
 kill -INT $pid; wait $pid 2>/dev/null; kill $M
 echo "$KIND, $N requests: $(grep -E '^(summary|totals):' $W/cg.out | head -1 | awk '{print $2}') instructions in all (start-up included)"
 echo "--- by own cost"
