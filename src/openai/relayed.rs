@@ -111,7 +111,7 @@ impl RelayedChunk {
             None => Place::Absent,
         };
         let (id, model) = (place(view.id), place(view.model));
-        let open = json.find('{').map_or(0, |at| at + 1);
+        let open = memchr::memchr(b'{', json.as_bytes()).map_or(0, |at| at + 1);
         let Choices { first, count, finished } = view.choices;
         let (empty, usage, error) = (view.members == 0, view.usage, view.error);
         if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {

@@ -4,10 +4,10 @@
 //! The response commits only once the loop has started: a failure before that is an
 //! HTTP error status; after it, an error event in the stream.
 
-use axum::Json;
-use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
+use axum::Json;
+use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
