@@ -88,7 +88,7 @@ struct PartialCall {
 }
 
 /// What lariat reads of a chunk's choice 0, however the chunk was read.
-struct ChoiceView {
+struct FirstChoice {
     role: bool,
     text: Option<String>,
     calls: Option<Vec<ToolCallDelta>>,
@@ -170,7 +170,7 @@ impl<'a> StreamRound<'a> {
         let mut out = Delta::default();
         for choice in chunk.choices.iter_mut().filter(|c| c.index == 0) {
             let delta = &mut choice.delta;
-            let view = ChoiceView {
+            let view = FirstChoice {
                 role: delta.role.take().is_some(),
                 text: delta.content.take(),
                 calls: delta.tool_calls.take(),
@@ -196,7 +196,7 @@ impl<'a> StreamRound<'a> {
         let mut out = Delta::default();
         if let Some(choice) = chunk.choice.take() {
             let delta = choice.delta;
-            let view = ChoiceView {
+            let view = FirstChoice {
                 role: delta.role,
                 text: delta.content,
                 calls: delta.tool_calls,
@@ -211,7 +211,7 @@ impl<'a> StreamRound<'a> {
     }
 
     /// Choice 0 of a chunk: what the client may see of it goes into `out`.
-    fn choice(&mut self, choice: ChoiceView, out: &mut Delta) {
+    fn choice(&mut self, choice: FirstChoice, out: &mut Delta) {
         if let Some(reason) = choice.finish {
             if self.mode == Mode::Relay {
                 out.finish = Some(reason.clone());

@@ -107,10 +107,12 @@ impl RelayedChunk {
     pub fn read(mut json: String) -> Result<Self, serde_json::Error> {
         let view: View<'_> = serde_json::from_str(&json)?;
         let place = |raw: Option<&RawValue>| match raw {
-            Some(raw) => Place::Value(span_in(&json, raw.get())),
-            None => Place::Absent,
+            Some(raw) => span_in(&json, raw.get())
+                .map(Place::Value)
+                .ok_or_else(|| <serde_json::Error as serde::de::Error>::custom("a raw value outside its chunk")),
+            None => Ok(Place::Absent),
         };
-        let (id, model) = (place(view.id), place(view.model));
+        let (id, model) = (place(view.id)?, place(view.model)?);
         let open = memchr::memchr(b'{', json.as_bytes()).map_or(0, |at| at + 1);
         let Choices { first, count, finished } = view.choices;
         let (empty, usage, error) = (view.members == 0, view.usage, view.error);

@@ -41,11 +41,13 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error>
     Option::<IgnoredAny>::deserialize(deserializer).map(|v| v.is_some())
 }
 
-/// Where `part`, a slice of `whole`, lies in it.
-pub(super) fn span_in(whole: &str, part: &str) -> Range<usize> {
-    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
-    debug_assert!(whole.get(start..start + part.len()).is_some_and(|s| std::ptr::eq(s, part)));
-    start..start + part.len()
+/// Where `part`, a slice of `whole`, lies in it (`None` if it is not one: a raw
+/// value borrowed by `serde_json::from_str` always is, and a chunk whose places could
+/// not be trusted is refused rather than written wrong).
+pub(super) fn span_in(whole: &str, part: &str) -> Option<Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let span = start..start.checked_add(part.len())?;
+    whole.get(span.clone()).is_some_and(|s| std::ptr::eq(s, part)).then_some(span)
 }
 
 /// The top level of a chunk, read by hand (not derived) so that it must be an object
