@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::events::{CallDelta, Delta, Remains};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Content, FinishReason, FunctionCall, Message, RelayedChunk, StreamChunk, ToolCall,
-    ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, Content, DeltaView, FinishReason, FunctionCall, Message, RelayedChunk, StreamChunk,
+    ToolCall, ToolCallDelta, Usage,
 };
 
 /// Whose tool calls a round holds.
@@ -85,14 +85,6 @@ struct PartialCall {
     owner: Owner,
     /// Deltas seen before the name, replayed to the client if it is a client call.
     held_arguments: String,
-}
-
-/// What lariat reads of a chunk's choice 0, however the chunk was read.
-struct FirstChoice {
-    role: bool,
-    text: Option<String>,
-    calls: Option<Vec<ToolCallDelta>>,
-    finish: Option<FinishReason>,
 }
 
 /// Where in the response a round begins.
@@ -170,13 +162,12 @@ impl<'a> StreamRound<'a> {
         let mut out = Delta::default();
         for choice in chunk.choices.iter_mut().filter(|c| c.index == 0) {
             let delta = &mut choice.delta;
-            let view = FirstChoice {
+            let view = DeltaView {
                 role: delta.role.take().is_some(),
-                text: delta.content.take(),
-                calls: delta.tool_calls.take(),
-                finish: choice.finish_reason.take(),
+                content: delta.content.take(),
+                tool_calls: delta.tool_calls.take(),
             };
-            self.choice(view, &mut out);
+            self.choice(view, choice.finish_reason.take(), &mut out);
         }
         out.remains = Some(Remains::Typed(Box::new(chunk)));
         Some(out)
@@ -195,14 +186,7 @@ impl<'a> StreamRound<'a> {
         }
         let mut out = Delta::default();
         if let Some(choice) = chunk.choice.take() {
-            let delta = choice.delta;
-            let view = FirstChoice {
-                role: delta.role,
-                text: delta.content,
-                calls: delta.tool_calls,
-                finish: choice.finish_reason,
-            };
-            self.choice(view, &mut out);
+            self.choice(choice.delta, choice.finish_reason, &mut out);
         }
         if self.mode == Mode::Relay {
             out.remains = Some(Remains::Relayed(chunk));
@@ -210,16 +194,17 @@ impl<'a> StreamRound<'a> {
         Some(out)
     }
 
-    /// Choice 0 of a chunk: what the client may see of it goes into `out`.
-    fn choice(&mut self, choice: FirstChoice, out: &mut Delta) {
-        if let Some(reason) = choice.finish {
+    /// Choice 0 of a chunk, however the chunk was read: what the client may see of
+    /// it goes into `out`.
+    fn choice(&mut self, delta: DeltaView, finish: Option<FinishReason>, out: &mut Delta) {
+        if let Some(reason) = finish {
             if self.mode == Mode::Relay {
                 out.finish = Some(reason.clone());
             }
             self.finish_reason = Some(reason);
         }
-        out.role |= choice.role;
-        if let Some(mut text) = choice.text.filter(|t| !t.is_empty()) {
+        out.role |= delta.role;
+        if let Some(mut text) = delta.content.filter(|t| !t.is_empty()) {
             if !self.text_seen && self.separate {
                 text.insert_str(0, "\n\n");
             }
@@ -229,7 +214,7 @@ impl<'a> StreamRound<'a> {
             }
             out.text = Some(text);
         }
-        if let Some(calls) = choice.calls {
+        if let Some(calls) = delta.tool_calls {
             self.tool_deltas(calls, &mut out.calls);
         }
     }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 pub use chunk::{ChatChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
 pub use content::{Content, part_text};
 pub use relayed::{Reading, RelayedChunk, StreamChunk};
-pub use view::{ChoiceView, DeltaView};
+pub use view::DeltaView;
 
 /// `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, Serialize)]

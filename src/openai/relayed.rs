@@ -17,10 +17,9 @@ use super::view::{ChoiceView, Choices, View, span_in};
 use super::{ChatChunk, Usage};
 
 /// How the chunks of a streamed answer are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
     /// Each into the typed tree: the loop rewrites what the client sees.
-    #[default]
     Typed,
     /// As a [`RelayedChunk`]: the client gets the upstream's chunks as they are.
     Relayed,

@@ -18,13 +18,14 @@ use super::{FinishReason, ToolCallDelta, Usage};
 #[derive(Debug, Default, Deserialize)]
 pub struct ChoiceView {
     #[serde(default)]
-    pub(super) index: u32,
+    index: u32,
     #[serde(default)]
     pub delta: DeltaView,
     #[serde(default)]
     pub finish_reason: Option<FinishReason>,
 }
 
+/// What lariat reads of choice 0's delta (a typed round's too).
 #[derive(Debug, Default, Deserialize)]
 pub struct DeltaView {
     /// The delta names a role (the message starts here).

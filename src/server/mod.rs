@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderName, StatusCode};
+use http::StatusCode;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -40,12 +40,11 @@ use crate::telemetry::Metrics;
 use crate::tools::Registry;
 use crate::upstream::Upstream;
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// lariat's response headers, named once: a `&str` name is parsed on every insert.
+/// The headers lariat sets, named once: a `&str` name is parsed on every insert.
 pub(crate) mod header {
     use http::HeaderName;
 
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-lariat-attempts");
     pub const UPSTREAM: HeaderName = HeaderName::from_static("x-lariat-upstream");
     pub const LOOP_UPSTREAM: HeaderName = HeaderName::from_static("x-lariat-loop-upstream");
@@ -159,7 +158,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([http::header::AUTHORIZATION]))
-                .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(header::REQUEST_ID, MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|req: &Request| {
@@ -173,7 +172,7 @@ pub fn router_with(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router
                         // trace layer's own failure line would only repeat it.
                         .on_failure(()),
                 )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+                .layer(PropagateRequestIdLayer::new(header::REQUEST_ID))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("the request handler panicked".into()).into_response()
                 })),
