@@ -22,3 +22,4 @@ pub mod store;
 pub mod telemetry;
 pub mod text;
 pub mod tools;
+pub mod worker;

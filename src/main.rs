@@ -113,7 +113,9 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     for warning in &config.warnings {
         tracing::warn!(key = %warning.key, "config: {}", warning.message);
     }
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // This thread is the first of the serving threads; `serve_threads` starts the others.
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -123,8 +125,11 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         if state.keys.is_open() {
             tracing::warn!(listen = %config.server.listen, "no [[keys]] configured: serving WITHOUT authentication, on loopback only");
         }
-        tracing::info!(listen = %listener.local_addr()?, models = config.models.len(), version = env!("CARGO_PKG_VERSION"), "lariat listening");
+        let threads = config.server.threads;
+        tracing::info!(listen = %listener.local_addr()?, models = config.models.len(), threads, version = env!("CARGO_PKG_VERSION"), "lariat listening");
         let limits = config.server.connections;
-        server::serve_with(server::router(state), listener, limits, server::shutdown_signal()).await.context("serving")
+        server::serve_threads(server::router(state), listener, threads, limits, server::shutdown_signal())
+            .await
+            .context("serving")
     })
 }

@@ -2,6 +2,7 @@
 //! the upstream policy and its byte caps, and the store's size limits.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use super::*;
 use crate::redact::Redactor;
 
 const DEFAULT_STORE_CAPACITY: u64 = 100_000;
+/// More serving threads than this is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
 
 pub(super) fn server(c: &mut Checker, s: raw::RawServer, no_keys: bool) -> Server {
     let listen = s.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
@@ -40,6 +43,11 @@ pub(super) fn server(c: &mut Checker, s: raw::RawServer, no_keys: bool) -> Serve
     let max_body_bytes = usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX);
     let shutdown_timeout = c.duration("server.shutdown_timeout_s", Some(s.shutdown_timeout_s), 30.0);
     let connections = connection_limits(c, &s, max_body_bytes, shutdown_timeout);
+    if s.threads > MAX_THREADS {
+        c.err("server.threads", format!("at most {MAX_THREADS}"));
+    }
+    let threads = NonZeroUsize::new(s.threads.min(MAX_THREADS))
+        .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
     Server {
         listen,
         max_body_bytes,
@@ -49,6 +57,7 @@ pub(super) fn server(c: &mut Checker, s: raw::RawServer, no_keys: bool) -> Serve
         max_event_bytes: usize::try_from(s.max_event_bytes).unwrap_or(usize::MAX),
         hide_forbidden_models: s.hide_forbidden_models,
         connections,
+        threads,
     }
 }
 

@@ -14,6 +14,7 @@ mod warnings;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +105,8 @@ pub struct Server {
     pub max_event_bytes: usize,
     pub hide_forbidden_models: bool,
     pub connections: ConnectionLimits,
+    /// Threads serving connections, each running its own single-threaded runtime.
+    pub threads: NonZeroUsize,
 }
 
 /// What one client connection may hold of the server: time to send a request, time

@@ -176,6 +176,8 @@ pub struct RawServer {
     pub max_connections: usize,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
+    /// Threads serving connections, each with its own runtime; 0: one per CPU core.
+    pub threads: usize,
 }
 
 impl Default for RawServer {
@@ -194,6 +196,7 @@ impl Default for RawServer {
             idle_timeout_s: 75.0,
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,
+            threads: 0,
         }
     }
 }

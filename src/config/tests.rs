@@ -150,11 +150,12 @@ fn summaries_are_off_by_default_and_take_a_chain_entry() {
 fn hardening_limits_have_defaults_and_are_configurable() {
     let c = load(BASE).unwrap();
     assert_eq!(c.server.connections, ConnectionLimits::default());
+    assert_eq!(Some(c.server.threads), std::thread::available_parallelism().ok());
     assert_eq!(c.store_limits, StoreLimits::default());
     assert_eq!(c.providers["openai"].max_response_bytes, 32 * 1024 * 1024);
     let text = format!(
         "{BASE}\n[server]\nheader_read_timeout_s = 2.5\nbody_read_timeout_s = 5\nbody_min_rate_bytes_s = 1000\nidle_timeout_s = 30\n\
-         max_connections = 100\nmax_header_bytes = 16384\n[upstream]\nmax_response_bytes = 2048\n\
+         max_connections = 100\nmax_header_bytes = 16384\nthreads = 3\n[upstream]\nmax_response_bytes = 2048\n\
          pool_idle_timeout_s = 5\npool_max_idle_per_host = 4\n[store]\nmax_entry_bytes = 4096\nmax_bytes = 8192\n"
     );
     let c = load(&text).unwrap();
@@ -162,6 +163,7 @@ fn hardening_limits_have_defaults_and_are_configurable() {
     assert_eq!(l.header_read_timeout, Duration::from_millis(2500));
     assert_eq!((l.body_read_timeout, l.idle_timeout), (Duration::from_secs(5), Duration::from_secs(30)));
     assert_eq!((l.max_connections, l.max_header_bytes, l.body_min_rate), (100, 16384, 1000));
+    assert_eq!(c.server.threads.get(), 3);
     let openai = &c.providers["openai"];
     assert_eq!(openai.max_response_bytes, 2048);
     assert_eq!((openai.pool_idle_timeout, openai.pool_max_idle_per_host), (Duration::from_secs(5), 4));
@@ -170,11 +172,16 @@ fn hardening_limits_have_defaults_and_are_configurable() {
         StoreLimits { max_entry_bytes: 4096, max_bytes: 8192, max_bytes_per_key: 128 * 1024 * 1024 }
     );
     let bad = errors(&format!(
-        "{BASE}\n[server]\nmax_connections = 0\nmax_header_bytes = 100\nheader_read_timeout_s = 0\n\
+        "{BASE}\n[server]\nmax_connections = 0\nmax_header_bytes = 100\nheader_read_timeout_s = 0\nthreads = 5000\n\
          [store]\nmax_entry_bytes = 4096\nmax_bytes = 1024\n"
     ));
-    for key in ["server.max_connections", "server.max_header_bytes", "server.header_read_timeout_s", "store.max_bytes"]
-    {
+    for key in [
+        "server.max_connections",
+        "server.max_header_bytes",
+        "server.header_read_timeout_s",
+        "server.threads",
+        "store.max_bytes",
+    ] {
         assert!(bad.iter().any(|(k, _)| k == key), "no error for {key}: {bad:?}");
     }
 }

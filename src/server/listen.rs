@@ -51,25 +51,69 @@ const EVICT_ON_EMFILE: usize = 16;
 
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
 /// accepting and lets in-flight requests finish for at most `limits.shutdown_timeout`.
+/// Everything runs on the caller's runtime.
 pub async fn serve(
     app: Router,
     listener: TcpListener,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's own header timer is left off: the watchdog below tells a slow request
-    // from an idle keep-alive connection, which hyper's single timer cannot.
-    builder.http1().max_buf_size(limits.max_header_bytes);
-    builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
-    let tracker = Arc::new(Tracker::new(limits.max_connections));
-    let rejecting = Arc::new(Semaphore::new(REJECTING));
+    let shared = Arc::new(Shared::new(app, limits));
     let (stop, stopped) = watch::channel(false);
-    tokio::pin!(shutdown);
+    tokio::select! {
+        () = shutdown => {}
+        () = accept(&shared, listener, stopped) => {}
+    }
+    shared.drain(&stop).await;
+    Ok(())
+}
+
+/// What every thread's accept loop shares: the connection cap and limits.
+pub(super) struct Shared {
+    app: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tracker: Arc<Tracker>,
+    rejecting: Arc<Semaphore>,
+    limits: ConnectionLimits,
+}
+
+impl Shared {
+    pub(super) fn new(app: Router, limits: ConnectionLimits) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's own header timer is left off: the watchdog below tells a slow request
+        // from an idle keep-alive connection, which hyper's single timer cannot.
+        builder.http1().max_buf_size(limits.max_header_bytes);
+        builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Self {
+            app,
+            builder: Arc::new(builder),
+            tracker: Arc::new(Tracker::new(limits.max_connections)),
+            rejecting: Arc::new(Semaphore::new(REJECTING)),
+            limits,
+        }
+    }
+
+    /// Tells every connection to finish, and waits at most `shutdown_timeout` for them.
+    pub(super) async fn drain(&self, stop: &watch::Sender<bool>) {
+        tracing::info!(
+            deadline_s = self.limits.shutdown_timeout.as_secs_f64(),
+            "shutting down: no new connections, waiting for in-flight requests"
+        );
+        let _ = stop.send(true);
+        if tokio::time::timeout(self.limits.shutdown_timeout, self.tracker.wait_empty()).await.is_err() {
+            tracing::warn!("shutdown deadline passed; dropping the remaining requests");
+            self.tracker.cancel_all();
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves each on a task of this thread's
+/// runtime, until `stopped` says to stop.
+pub(super) async fn accept(shared: &Shared, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    let tracker = &shared.tracker;
     loop {
         let (stream, _) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stopping(&mut stopped) => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -90,11 +134,16 @@ pub async fn serve(
         }
         match tracker.admit() {
             Some(slot) => {
-                let connection = Connection { app: app.clone(), builder: builder.clone(), limits, slot };
+                let connection = Connection {
+                    app: shared.app.clone(),
+                    builder: shared.builder.clone(),
+                    limits: shared.limits,
+                    slot,
+                };
                 tokio::spawn(connection.run(stream, stopped.clone()));
             }
             None => {
-                if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+                if let Ok(permit) = shared.rejecting.clone().try_acquire_owned() {
                     tokio::spawn(async move {
                         reject(stream).await;
                         drop(permit);
@@ -103,17 +152,11 @@ pub async fn serve(
             }
         }
     }
-    drop(listener);
-    tracing::info!(
-        deadline_s = limits.shutdown_timeout.as_secs_f64(),
-        "shutting down: no new connections, waiting for in-flight requests"
-    );
-    let _ = stop.send(true);
-    if tokio::time::timeout(limits.shutdown_timeout, tracker.wait_empty()).await.is_err() {
-        tracing::warn!("shutdown deadline passed; dropping the remaining requests");
-        tracker.cancel_all();
-    }
-    Ok(())
+}
+
+/// Resolves once `stopped` says to stop (or its sender is gone).
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// Answers a connection over the cap: 503 JSON, then close.

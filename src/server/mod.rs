@@ -12,6 +12,7 @@ mod progress;
 mod responses;
 mod socket;
 mod sse;
+mod threads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -252,6 +253,18 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listen::serve(app, listener, limits, shutdown).await
+}
+
+/// [`serve_with`] on `threads` threads, the caller's among them, each with its own
+/// single-threaded runtime (the caller's runtime should be one too).
+pub async fn serve_threads(
+    app: Router,
+    listener: TcpListener,
+    threads: std::num::NonZeroUsize,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    threads::serve_threads(app, listener, threads, limits, shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -199,8 +199,9 @@ impl Upstream {
             if built.iter().any(|(connect, _)| *connect == entry.timeouts.connect) {
                 continue;
             }
-            let endpoint = Endpoint::new(&entry.provider, entry.timeouts.connect, &tls, &proxies)
-                .map_err(|reason| BuildError { provider: entry.provider.name.clone(), reason })?;
+            let endpoint =
+                Endpoint::new(&entry.provider, entry.timeouts.connect, &tls, &proxies, config.server.threads.get())
+                    .map_err(|reason| BuildError { provider: entry.provider.name.clone(), reason })?;
             built.push((entry.timeouts.connect, endpoint));
         }
         let policy = config.upstream.clone();

@@ -35,7 +35,9 @@ pub struct Endpoint {
 
 #[derive(Debug)]
 enum Transport {
-    Direct(Box<Direct>),
+    /// A pool for each of the server's threads: a connection is then only ever used
+    /// by the thread whose runtime drives it, so no request waits on another thread.
+    Direct(Box<[Direct]>),
     Proxied(reqwest::Client),
 }
 
@@ -49,13 +51,14 @@ pub struct SendError {
 
 impl Endpoint {
     /// The endpoint of `provider`, connecting within `connect`, through a proxy when
-    /// `proxies` has one for its URL. `Err` says why it cannot be built (a bad URL or
-    /// header).
+    /// `proxies` has one for its URL, with a connection pool for each of `threads`.
+    /// `Err` says why it cannot be built (a bad URL or header).
     pub fn new(
         provider: &Provider,
         connect: Duration,
         tls: &rustls::ClientConfig,
         proxies: &Proxies,
+        threads: usize,
     ) -> Result<Self, String> {
         // `url` first: it turns an international host name into its ASCII form.
         let url = url::Url::parse(&provider.chat_url).map_err(|e| format!("its URL: {e}"))?;
@@ -79,7 +82,7 @@ impl Endpoint {
         let client = if let Some(proxy) = proxies.intercept(&uri) {
             Transport::Proxied(proxied_client(provider, connect, &proxy)?)
         } else {
-            Transport::Direct(Box::new(direct_client(provider, connect, tls.clone())))
+            Transport::Direct((0..threads.max(1)).map(|_| direct_client(provider, connect, tls.clone())).collect())
         };
         Ok(Self { client, uri, headers })
     }
@@ -94,7 +97,8 @@ impl Endpoint {
         let accept = if stream { "text/event-stream" } else { "application/json" };
         headers.insert(http::header::ACCEPT, HeaderValue::from_static(accept));
         match &self.client {
-            Transport::Direct(client) => {
+            Transport::Direct(pools) => {
+                let client = &pools[crate::worker::index() % pools.len()];
                 let response = client
                     .request(request.map(Full::new))
                     .await
@@ -219,7 +223,7 @@ mod tests {
         let (address, served) = one_shot("{\"ok\":1}").await;
         let provider = provider(&format!("http://{address}/v1"));
         let tls = tls_config(false).unwrap();
-        let endpoint = Endpoint::new(&provider, Duration::from_secs(1), &tls, &Proxies::builder().build()).unwrap();
+        let endpoint = Endpoint::new(&provider, Duration::from_secs(1), &tls, &Proxies::builder().build(), 1).unwrap();
         assert!(matches!(endpoint.client, Transport::Direct(_)));
         assert_eq!(post(&endpoint).await, "{\"ok\":1}");
         let request = served.await.unwrap().to_ascii_lowercase();
@@ -236,7 +240,7 @@ mod tests {
         let provider = provider("http://upstream.invalid:9/v1");
         let proxies = Proxies::builder().http(format!("http://{proxy}")).build();
         let tls = tls_config(false).unwrap();
-        let endpoint = Endpoint::new(&provider, Duration::from_secs(1), &tls, &proxies).unwrap();
+        let endpoint = Endpoint::new(&provider, Duration::from_secs(1), &tls, &proxies, 1).unwrap();
         assert!(matches!(endpoint.client, Transport::Proxied(_)));
         assert_eq!(post(&endpoint).await, "{\"via\":\"proxy\"}");
         let request = served.await.unwrap().to_ascii_lowercase();

@@ -42,4 +42,5 @@ mod secrets;
 mod ssrf;
 mod store;
 mod streaming;
+mod threads;
 mod tools;
