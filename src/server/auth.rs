@@ -1,23 +1,27 @@
-//! Bearer-key middleware: resolves the caller or answers 401.
+//! The bearer key: every `/v1` handler takes a [`Key`], so a request without a valid
+//! key is answered 401 before its body is read.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::FromRequestParts;
+use http::request::Parts;
 
 use super::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
-/// Puts the authenticated `Arc<Caller>` into the request extensions.
-pub async fn require_key(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
-    let header = request.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
-    match state.keys.authenticate(header) {
-        Ok(caller) => {
-            let caller = state.keys.identify(caller, request.headers());
-            request.extensions_mut().insert(caller);
-            next.run(request).await
+/// The caller the request's bearer key names (with the person and chat a
+/// frontend's key forwards).
+pub struct Key(pub Arc<Caller>);
+
+impl FromRequestParts<Arc<AppState>> for Key {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let header = parts.headers.get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
+        match state.keys.authenticate(header) {
+            Ok(caller) => Ok(Self(state.keys.identify(caller, &parts.headers))),
+            Err(e) => Err(ApiError::Unauthorized(e.to_string())),
         }
-        Err(e) => ApiError::Unauthorized(e.to_string()).into_response(),
     }
 }

@@ -4,11 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::extract::{FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, extract::Request};
 use http::HeaderValue;
+use http::request::Parts;
 use serde_json::json;
 
+use super::auth::Key;
 use super::extract::JsonBody;
 use super::{AppState, ModelLabel, Probe, chat};
 use crate::agent::Turn;
@@ -19,13 +21,13 @@ use crate::openai::ChatRequest;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Caller>>,
-    headers: http::HeaderMap,
+    Key(caller): Key,
+    asked: Asked,
     JsonBody(request): JsonBody<ChatRequest>,
 ) -> Response {
     let model = state.config.models.get(&request.model).cloned();
     let label = model.as_ref().map(|m| ModelLabel(m.name.clone()));
-    let response = chat(&state, caller, model, request, &headers).await;
+    let response = chat(&state, caller, model, request, &asked).await;
     labelled(response, label)
 }
 
@@ -49,33 +51,46 @@ async fn chat(
     caller: Arc<Caller>,
     model: Option<Arc<VirtualModel>>,
     request: ChatRequest,
-    headers: &http::HeaderMap,
+    asked: &Asked,
 ) -> Result<Response, ApiError> {
     let model = authorize(state, &caller, model, &request.model)?;
     if request.messages.is_empty() {
         return Err(ApiError::bad_request("`messages` must contain at least one message", Some("messages")));
     }
-    let progress = progress(headers, &caller, &model)?;
-    chat::respond(state, Turn { caller, model, request, off_record: off_record(headers) }, progress).await
+    let progress = asked.progress(&caller, &model)?;
+    chat::respond(state, Turn { caller, model, request, off_record: asked.off_record }, progress).await
 }
 
 /// `x-lariat-off-record: true`: keep message and tool contents out of the logs.
-pub(super) fn off_record(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("x-lariat-off-record")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true") || v.trim() == "1")
+/// What a request asks of lariat in its own headers, read from them in place (the
+/// header map is not copied).
+pub(super) struct Asked {
+    /// `x-lariat-off-record: true` (or `1`).
+    pub off_record: bool,
+    /// `x-lariat-progress`, parsed (an error is reported once the model is known).
+    progress: Option<Result<Progress, String>>,
 }
 
-/// The request's `x-lariat-progress` header, else the key's setting, else the model's.
-pub(super) fn progress(headers: &http::HeaderMap, caller: &Caller, model: &VirtualModel) -> Result<Progress, ApiError> {
-    match headers.get("x-lariat-progress") {
-        Some(value) => value
-            .to_str()
-            .unwrap_or_default()
-            .parse::<Progress>()
-            .map_err(|reason| ApiError::bad_request(format!("x-lariat-progress: {reason}"), None)),
-        None => Ok(caller.progress.unwrap_or(model.progress)),
+impl<S: Send + Sync> FromRequestParts<S> for Asked {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let text = |name: &str| parts.headers.get(name).map(|v| v.to_str().unwrap_or_default().trim());
+        Ok(Self {
+            off_record: text("x-lariat-off-record").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            progress: text("x-lariat-progress").map(str::parse::<Progress>),
+        })
+    }
+}
+
+impl Asked {
+    /// The request's `x-lariat-progress`, else the key's setting, else the model's.
+    pub(super) fn progress(&self, caller: &Caller, model: &VirtualModel) -> Result<Progress, ApiError> {
+        match &self.progress {
+            Some(Ok(progress)) => Ok(*progress),
+            Some(Err(reason)) => Err(ApiError::bad_request(format!("x-lariat-progress: {reason}"), None)),
+            None => Ok(caller.progress.unwrap_or(model.progress)),
+        }
     }
 }
 
@@ -98,7 +113,7 @@ pub(super) fn authorize(
     }
 }
 
-pub async fn list_models(State(state): State<Arc<AppState>>, Extension(caller): Extension<Arc<Caller>>) -> Response {
+pub async fn list_models(State(state): State<Arc<AppState>>, Key(caller): Key) -> Response {
     let data: Vec<_> = state
         .config
         .models
@@ -113,7 +128,7 @@ pub async fn list_models(State(state): State<Arc<AppState>>, Extension(caller): 
 /// list, so a model the key may not use does not exist for it.
 pub async fn get_model(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Caller>>,
+    Key(caller): Key,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     match state.config.models.get(&id).filter(|m| caller.may_use_model(&m.name)) {

@@ -6,12 +6,10 @@
 //! The body is not buffered here: the handler still reads it, after `auth`, so an
 //! unauthenticated client cannot make lariat hold bodies in memory.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http_body::Body as _;
@@ -27,7 +25,8 @@ use crate::error::ApiError;
 )]
 struct SlowBody(Duration, u64);
 
-pub async fn bound_body(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+/// `request` with its body bounded, or the answer refusing it (`413`).
+pub fn bound_body(state: &AppState, request: Request) -> Result<Request, Response> {
     let max = state.config.server.max_body_bytes;
     let declared = request
         .headers()
@@ -38,10 +37,10 @@ pub async fn bound_body(State(state): State<Arc<AppState>>, request: Request, ne
         let mut response = ApiError::PayloadTooLarge { limit: max }.into_response();
         // The body is never read, so the connection cannot carry another request.
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-        return response;
+        return Err(response);
     }
     if request.body().is_end_stream() {
-        return next.run(request).await;
+        return Ok(request);
     }
     let limits = state.config.server.connections;
     let started = Instant::now();
@@ -63,5 +62,5 @@ pub async fn bound_body(State(state): State<Arc<AppState>>, request: Request, ne
             Err(_) => Some((Err(axum::BoxError::from(SlowBody(limits.body_read_timeout, limits.body_min_rate))), None)),
         }
     });
-    next.run(Request::from_parts(parts, Body::from_stream(timed))).await
+    Ok(Request::from_parts(parts, Body::from_stream(timed)))
 }

@@ -13,16 +13,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, http};
 use futures::{Stream, StreamExt};
 use http::HeaderValue;
 use serde_json::{Value, json};
 
+use super::auth::Key;
 use super::commit::{self, Started};
 use super::extract::JsonBody;
-use super::handlers::{authorize, labelled, off_record, progress};
+use super::handlers::{Asked, authorize, labelled};
 use super::{AppState, ModelLabel};
 use crate::agent::{Events, Finished, Turn};
 use crate::auth::Caller;
@@ -37,18 +38,18 @@ use stream::{After, Out, StreamFace};
 /// `POST /v1/responses`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Caller>>,
-    headers: http::HeaderMap,
+    Key(caller): Key,
+    asked: Asked,
     JsonBody(request): JsonBody<ResponsesRequest>,
 ) -> Response {
     let label = state.config.models.get(&request.model).map(|m| ModelLabel(m.name.clone()));
-    labelled(respond(&state, caller, request, &headers).await, label)
+    labelled(respond(&state, caller, request, &asked).await, label)
 }
 
 /// `GET /v1/responses/{id}`: a stored response, to the key that made it.
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Caller>>,
+    Key(caller): Key,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     match stored::load(&state.agent.store, &caller, &id).await? {
@@ -60,7 +61,7 @@ pub async fn get(
 /// `DELETE /v1/responses/{id}`.
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Extension(caller): Extension<Arc<Caller>>,
+    Key(caller): Key,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     if stored::delete(&state.agent.store, &caller, &id).await? {
@@ -74,10 +75,10 @@ async fn respond(
     state: &AppState,
     caller: Arc<Caller>,
     mut request: ResponsesRequest,
-    headers: &http::HeaderMap,
+    asked: &Asked,
 ) -> Result<Response, ApiError> {
     let model = authorize(state, &caller, state.config.models.get(&request.model).cloned(), &request.model)?;
-    let progress = progress(headers, &caller, &model)?;
+    let progress = asked.progress(&caller, &model)?;
     let store = &state.agent.store;
     let history = match &request.previous_response_id {
         Some(id) => match stored::load(store, &caller, id).await? {
@@ -101,7 +102,7 @@ async fn respond(
         conversation: translated.chat.messages[translated.instructions..].to_vec(),
         ttl: state.config.responses.ttl,
     });
-    let turn = Turn { caller, model, request: translated.chat, off_record: off_record(headers) };
+    let turn = Turn { caller, model, request: translated.chat, off_record: asked.off_record };
     let mut events = state.agent.run(turn).await?;
     let Started { target, attempts, early } = commit::started(&mut events).await?;
     let mut response = if request.stream {
