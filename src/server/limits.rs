@@ -25,8 +25,20 @@ use crate::error::ApiError;
 )]
 struct SlowBody(Duration, u64);
 
-/// `request` with its body bounded, or the answer refusing it (`413`).
-pub fn bound_body(state: &AppState, request: Request) -> Result<Request, Response> {
+/// A declared body over `max_body_bytes` (the limit).
+pub struct TooLarge(usize);
+
+impl IntoResponse for TooLarge {
+    fn into_response(self) -> Response {
+        let mut response = ApiError::PayloadTooLarge { limit: self.0 }.into_response();
+        // The body is never read, so the connection cannot carry another request.
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        response
+    }
+}
+
+/// `request` with its body bounded, or refused at once for its declared length.
+pub fn bound_body(state: &AppState, request: Request) -> Result<Request, TooLarge> {
     let max = state.config.server.max_body_bytes;
     let declared = request
         .headers()
@@ -34,10 +46,7 @@ pub fn bound_body(state: &AppState, request: Request) -> Result<Request, Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
-        let mut response = ApiError::PayloadTooLarge { limit: max }.into_response();
-        // The body is never read, so the connection cannot carry another request.
-        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-        return Err(response);
+        return Err(TooLarge(max));
     }
     if request.body().is_end_stream() {
         return Ok(request);

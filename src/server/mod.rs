@@ -208,7 +208,7 @@ async fn edge(State(state): State<Arc<AppState>>, request: Request, next: Next) 
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = match limits::bound_body(&state, request) {
         Ok(request) => next.run(request).await,
-        Err(refused) => refused,
+        Err(refused) => refused.into_response(),
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let model = response.extensions().get::<ModelLabel>().map_or("-", |m| m.0.as_str());
