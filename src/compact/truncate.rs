@@ -3,7 +3,8 @@
 //! Truncation is idempotent: a text that already ends with a marker is read as a
 //! head followed by its marker, so cutting it again to the same or a larger cap
 //! changes nothing, and cutting it to a smaller cap replaces the marker (adding the
-//! newly omitted chars to its count) instead of appending a second one. Cuts fall on char boundaries; "chars"
+//! newly omitted chars to its count) instead of appending a second one, so that two
+//! cuts give what one cut to the smaller cap gives. Cuts fall on char boundaries; "chars"
 //! are Unicode scalar values, as `str::chars` counts them.
 
 use serde_json::Value;
@@ -82,13 +83,12 @@ fn plan(texts: &[&str], cap: usize) -> Option<Cut> {
             Some((at, _)) => {
                 let omitted_now = text[at..].chars().count()
                     + (i + 1..texts.len()).map(|j| segment(j).chars().count()).sum::<usize>();
-                let old_marker = if prior > 0 { marker_chars(prior) } else { 0 };
-                // Only cut when the result is shorter than what is there now.
-                return (marker_chars(prior + omitted_now) < omitted_now + old_marker).then_some(Cut {
-                    part: i,
-                    at,
-                    omitted: prior + omitted_now,
-                });
+                // Only cut when the result is shorter than the text was before any
+                // cut. Measured against the uncut text, not the current one, so that
+                // cuts compose: cutting to 42 then 20 chars gives what one cut to 20
+                // gives, even where the marker gains a digit (`…[99` to `…[100`).
+                let omitted = prior + omitted_now;
+                return (marker_chars(omitted) < omitted).then_some(Cut { part: i, at, omitted });
             }
         }
     }
@@ -142,6 +142,21 @@ mod tests {
         assert!(!truncate(&mut v, 500), "a larger cap does not grow it back");
         assert!(truncate(&mut v, 10));
         assert_eq!(v, json!(format!("{}{}", "x".repeat(10), marker(990))));
+    }
+
+    #[test]
+    fn two_cuts_give_what_one_cut_gives() {
+        // The case where the marker gains a digit: 21 chars and `…[99` against
+        // 20 chars and `…[100` (found by the compaction proptest).
+        let text = "y".repeat(120);
+        for (first, second) in [(42, 21), (21, 20), (85, 20), (300, 7), (60, 59)] {
+            let mut twice = Content::from(json!(text));
+            truncate(&mut twice, first);
+            truncate(&mut twice, second);
+            let mut once = Content::from(json!(text));
+            truncate(&mut once, second);
+            assert_eq!(twice, once, "{first} then {second}");
+        }
     }
 
     #[test]
