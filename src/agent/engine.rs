@@ -13,9 +13,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::queue;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 
 use super::events::{Event, Finished};
 use super::execute::{Audit, Executor};
@@ -149,18 +149,18 @@ pub(super) struct Engine {
     pub mode: Mode,
     pub request: Request,
     pub progress: Progress,
-    pub events: mpsc::Sender<Event>,
+    pub events: queue::Sender,
 }
 
 impl Engine {
     /// The events of the loop from `first` on. The engine runs inside the returned
     /// stream (no task is spawned): dropping the stream stops it.
-    pub fn run(self, first: Step, received: mpsc::Receiver<Event>) -> Events {
+    pub fn run(self, first: Step, received: queue::Receiver) -> Events {
         Box::pin(Running::new(Box::pin(self.drive(first)), received))
     }
 
-    pub fn channel() -> (mpsc::Sender<Event>, mpsc::Receiver<Event>) {
-        mpsc::channel(EVENTS_BUFFER)
+    pub fn channel() -> (queue::Sender, queue::Receiver) {
+        queue::queue(EVENTS_BUFFER)
     }
 
     async fn drive(mut self, first: Step) {

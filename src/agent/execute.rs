@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use super::queue;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::events::{Event, ToolOutcome};
@@ -35,7 +35,7 @@ pub struct Executor<'a> {
     pub max_output_bytes: usize,
     pub metrics: &'a Metrics,
     pub audit: Audit<'a>,
-    pub events: &'a mpsc::Sender<Event>,
+    pub events: &'a queue::Sender,
 }
 
 impl Executor<'_> {

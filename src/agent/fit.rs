@@ -4,9 +4,9 @@
 //! tighter after a target refused it as too long. With a summariser configured, the
 //! turns compaction drops are summarised into the leading system message.
 
+use super::queue;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
 use super::events::Event;
 use super::summary::{self, Attach, Summarizer};
@@ -32,7 +32,7 @@ pub struct Fitting<'a> {
     pub model: &'a str,
     pub user: &'a str,
     /// Where compactions and fallbacks are announced.
-    pub events: &'a mpsc::Sender<Event>,
+    pub events: &'a queue::Sender,
 }
 
 impl History for Fitting<'_> {
@@ -46,7 +46,7 @@ impl History for Fitting<'_> {
 
     fn fell_back(&mut self, from: &ChainEntry, to: &ChainEntry) {
         // Progress only: with the face behind, losing the note costs nothing.
-        let _ = self.events.try_send(Event::Fallback { from: from.label.clone(), to: to.label.clone() });
+        self.events.try_send(Event::Fallback { from: from.label.clone(), to: to.label.clone() });
     }
 }
 

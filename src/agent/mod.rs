@@ -17,6 +17,7 @@ mod execute;
 mod fit;
 mod pause;
 mod prepare;
+mod queue;
 mod round;
 mod running;
 mod summary;

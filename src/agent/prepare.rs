@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::queue;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::engine::{Engine, Progress, Request, Step};
-use super::events::Event;
+
 use super::pause::Opening;
 use super::round::Mode;
 use super::{Agent, Error, Turn, confirm};
@@ -21,7 +21,7 @@ use crate::tools::ToolSet;
 impl Agent {
     /// Builds the loop for `turn`; the request's parts move into it (nothing is
     /// copied). Returns the first step and the receiving end of its events.
-    pub(super) async fn prepare(self: &Arc<Self>, turn: Turn) -> Result<(Engine, Step, mpsc::Receiver<Event>), Error> {
+    pub(super) async fn prepare(self: &Arc<Self>, turn: Turn) -> Result<(Engine, Step, queue::Receiver), Error> {
         let Turn { caller, model, mut request, off_record } = turn;
         let structured = confirm::take_structured(&mut request.rest)
             .map_err(|message| Error::bad_request(message, "lariat.confirm"))?;

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::queue;
 use futures::Stream;
-use tokio::sync::mpsc;
 
 use super::events::Event;
 
@@ -16,11 +16,11 @@ use super::events::Event;
 /// The engine's own waits (upstream, tools, a full queue) wake the task as usual.
 pub(super) struct Running {
     driver: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    received: mpsc::Receiver<Event>,
+    received: queue::Receiver,
 }
 
 impl Running {
-    pub(super) fn new(driver: Pin<Box<dyn Future<Output = ()> + Send>>, received: mpsc::Receiver<Event>) -> Self {
+    pub(super) fn new(driver: Pin<Box<dyn Future<Output = ()> + Send>>, received: queue::Receiver) -> Self {
         Self { driver: Some(driver), received }
     }
 }
@@ -29,7 +29,7 @@ impl Stream for Running {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        if let Ok(event) = self.received.try_recv() {
+        if let Some(event) = self.received.try_recv() {
             return Poll::Ready(Some(event));
         }
         let Some(driver) = self.driver.as_mut() else { return Poll::Ready(None) };
@@ -38,11 +38,11 @@ impl Stream for Running {
             self.driver = None;
         }
         match self.received.try_recv() {
-            Ok(event) => Poll::Ready(Some(event)),
-            // Finished and drained: the engine's sender is gone with it.
-            Err(_) if done => Poll::Ready(None),
+            Some(event) => Poll::Ready(Some(event)),
+            // Finished and drained.
+            None if done => Poll::Ready(None),
             // The engine waits on something that will wake this task.
-            Err(_) => Poll::Pending,
+            None => Poll::Pending,
         }
     }
 }
