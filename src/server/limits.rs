@@ -6,16 +6,19 @@
 //! The body is not buffered here: the handler still reads it, after `auth`, so an
 //! unauthenticated client cannot make lariat hold bodies in memory.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
-use http_body::Body as _;
-use tokio::time::Instant;
+use http_body::{Body as _, Frame};
+use tokio::time::{Instant, Sleep};
 
 use super::AppState;
+use crate::config::ConnectionLimits;
 use crate::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,24 +55,66 @@ pub fn bound_body(state: &AppState, request: Request) -> Result<Request, TooLarg
         return Ok(request);
     }
     let limits = state.config.server.connections;
-    let started = Instant::now();
-    // Grace, plus the time what has arrived would take at the minimum rate.
-    let deadline = move |received: u64| {
-        started + limits.body_read_timeout + Duration::from_secs_f64(received as f64 / limits.body_min_rate as f64)
-    };
     let (parts, body) = request.into_parts();
-    let chunks = body.into_data_stream();
-    let timed = futures::stream::unfold(Some((chunks, 0u64)), move |state| async move {
-        let (mut chunks, received) = state?;
-        match tokio::time::timeout_at(deadline(received), chunks.next()).await {
-            Ok(Some(Ok(bytes))) => {
-                let received = received + bytes.len() as u64;
-                Some((Ok(bytes), Some((chunks, received))))
+    let timed = Timed { body, started: Instant::now(), received: 0, limits, timer: None };
+    Ok(Request::from_parts(parts, Body::new(timed)))
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that must arrive within its deadline: `body_read_timeout` from
+    /// `started`, plus the time what has arrived would take at `body_min_rate`. The
+    /// timer is armed only when the body makes the reader wait, so a body that came
+    /// with its headers (most do) costs no timer at all.
+    struct Timed {
+        #[pin]
+        body: Body,
+        started: Instant,
+        received: u64,
+        limits: ConnectionLimits,
+        #[pin]
+        timer: Option<Sleep>,
+    }
+}
+
+impl http_body::Body for Timed {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        match this.body.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.received += frame.data_ref().map_or(0, |data| data.len() as u64);
+                Poll::Ready(Some(Ok(frame)))
             }
-            Ok(Some(Err(e))) => Some((Err(axum::BoxError::from(e)), None)),
-            Ok(None) => None,
-            Err(_) => Some((Err(axum::BoxError::from(SlowBody(limits.body_read_timeout, limits.body_min_rate))), None)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let limits = *this.limits;
+                // Grace, plus the time what has arrived would take at the minimum rate.
+                let deadline = *this.started
+                    + limits.body_read_timeout
+                    + Duration::from_secs_f64(*this.received as f64 / limits.body_min_rate as f64);
+                match this.timer.as_mut().as_pin_mut() {
+                    Some(timer) if timer.deadline() == deadline => {}
+                    Some(timer) => timer.reset(deadline),
+                    None => this.timer.set(Some(tokio::time::sleep_until(deadline))),
+                }
+                match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        Poll::Ready(Some(Err(SlowBody(limits.body_read_timeout, limits.body_min_rate).into())))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
         }
-    });
-    Ok(Request::from_parts(parts, Body::from_stream(timed)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
