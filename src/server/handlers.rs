@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::auth::Key;
 use super::extract::JsonBody;
-use super::{AppState, ModelLabel, Probe, chat};
+use super::{AppState, ModelLabel, Probe, chat, header};
 use crate::agent::Turn;
 use crate::auth::Caller;
 use crate::config::{Progress, VirtualModel};
@@ -75,10 +75,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Asked {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let text = |name: &str| parts.headers.get(name).map(|v| v.to_str().unwrap_or_default().trim());
+        let text = |name| parts.headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or_default().trim());
         Ok(Self {
-            off_record: text("x-lariat-off-record").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
-            progress: text("x-lariat-progress").map(str::parse::<Progress>),
+            off_record: text(header::OFF_RECORD).is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+            progress: text(header::PROGRESS).map(str::parse::<Progress>),
         })
     }
 }

@@ -41,7 +41,7 @@ use crate::telemetry::Metrics;
 use crate::tools::Registry;
 use crate::upstream::Upstream;
 
-/// The headers lariat sets, named once: a `&str` name is parsed on every insert.
+/// The headers lariat sets or reads, named once: a `&str` name is parsed on every use.
 pub(crate) mod header {
     use http::HeaderName;
 
@@ -51,6 +51,8 @@ pub(crate) mod header {
     pub const LOOP_UPSTREAM: HeaderName = HeaderName::from_static("x-lariat-loop-upstream");
     pub const CONFIRMATION: HeaderName = HeaderName::from_static("x-lariat-confirmation");
     pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+    pub const PROGRESS: HeaderName = HeaderName::from_static("x-lariat-progress");
+    pub const OFF_RECORD: HeaderName = HeaderName::from_static("x-lariat-off-record");
 }
 
 /// Everything a handler needs, shared by all requests.
