@@ -13,7 +13,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::queue;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
@@ -21,6 +20,7 @@ use super::events::{Event, Finished};
 use super::execute::{Audit, Executor};
 use super::fit::Fitting;
 use super::pause::Resume;
+use super::queue;
 use super::round::{Keep, Mode, Opening, RoundResult, StreamRound};
 use super::running::Running;
 use super::{Agent, Error, Events, confirm, prepare};
@@ -159,8 +159,8 @@ impl Engine {
         Box::pin(Running::new(Box::pin(self.drive(first)), received))
     }
 
-    pub fn channel() -> (queue::Sender, queue::Receiver) {
-        queue::queue(EVENTS_BUFFER)
+    pub fn queue() -> (queue::Sender, queue::Receiver) {
+        queue::bounded(EVENTS_BUFFER)
     }
 
     async fn drive(mut self, first: Step) {

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use super::queue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use super::events::{Event, ToolOutcome};
+use super::queue;
 use crate::openai::{Message, ToolCall};
 use crate::telemetry::Metrics;
 use crate::text::shorten;

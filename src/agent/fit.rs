@@ -4,11 +4,11 @@
 //! tighter after a target refused it as too long. With a summariser configured, the
 //! turns compaction drops are summarised into the leading system message.
 
-use super::queue;
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
 use super::events::Event;
+use super::queue;
 use super::summary::{self, Attach, Summarizer};
 use crate::compact::{self, Budget, Compactor, Dropped, Tokenizer};
 use crate::config::{ChainEntry, Compaction};

@@ -5,12 +5,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::queue;
 use serde_json::Value;
 
 use super::engine::{Engine, Progress, Request, Step};
-
 use super::pause::Opening;
+use super::queue;
 use super::round::Mode;
 use super::{Agent, Error, Turn, confirm};
 use crate::compact::Compactor;
@@ -30,7 +29,7 @@ impl Agent {
         } else {
             self.tools.for_request(&model.name, model.tools.as_ref(), caller.access)
         };
-        let (events, received) = Engine::channel();
+        let (events, received) = Engine::queue();
         let mut engine = Engine {
             agent: self.clone(),
             off_record,

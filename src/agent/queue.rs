@@ -29,7 +29,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 /// A queue of at most `capacity` events.
-pub(super) fn queue(capacity: usize) -> (Sender, Receiver) {
+pub(super) fn bounded(capacity: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Mutex::new(Shared {
         events: VecDeque::with_capacity(capacity.min(8)),
         capacity: capacity.max(1),
@@ -44,8 +44,8 @@ pub(super) struct Sender(Arc<Mutex<Shared>>);
 
 impl Sender {
     /// Queues `event`, waiting while the queue is full.
-    pub(super) fn send(&self, event: Event) -> Send<'_> {
-        Send { queue: &self.0, event: Some(event) }
+    pub(super) fn send(&self, event: Event) -> Sending<'_> {
+        Sending { queue: &self.0, event: Some(event) }
     }
 
     /// Queues `event` if there is room, else drops it; whether it was queued.
@@ -60,12 +60,12 @@ impl Sender {
 }
 
 /// The future of [`Sender::send`].
-pub(super) struct Send<'a> {
+pub(super) struct Sending<'a> {
     queue: &'a Mutex<Shared>,
     event: Option<Event>,
 }
 
-impl Future for Send<'_> {
+impl Future for Sending<'_> {
     type Output = Result<(), Closed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn events_come_out_in_order_and_a_full_queue_waits_for_room() {
-        let (sender, mut receiver) = queue(2);
+        let (sender, mut receiver) = bounded(2);
         assert!(matches!(sender.send(event(1)).now_or_never(), Some(Ok(()))));
         assert!(matches!(sender.send(event(2)).now_or_never(), Some(Ok(()))));
         assert!(!sender.try_send(event(9)), "a full queue drops what is tried");
@@ -147,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn taking_an_event_wakes_every_waiting_send() {
-        let (sender, mut receiver) = queue(1);
+        let (sender, mut receiver) = bounded(1);
         sender.send(event(0)).await.unwrap_or_else(|_| panic!("closed"));
         let (first, second) = (sender.clone(), sender.clone());
         let waiting = tokio::spawn(async move {
@@ -168,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_fails_once_the_receiver_is_gone_and_a_waiting_one_is_woken() {
-        let (sender, receiver) = queue(1);
+        let (sender, receiver) = bounded(1);
         sender.send(event(0)).await.unwrap_or_else(|_| panic!("closed"));
         let waiting = tokio::spawn({
             let sender = sender.clone();

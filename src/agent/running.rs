@@ -5,10 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::queue;
 use futures::Stream;
 
 use super::events::Event;
+use super::queue;
 
 /// The engine and its events, polled together by the face. Events are taken with
 /// `try_recv` around each poll of the engine rather than with a registered waker: an

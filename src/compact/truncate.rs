@@ -21,7 +21,8 @@ pub fn marker(omitted: usize) -> String {
 
 /// Cuts the text of a content value (a string, or the text parts of an array) to
 /// `cap` chars plus a marker. Returns whether anything changed: text within the cap,
-/// and text a cut would not make shorter, is left as it is.
+/// and text a cut would not make shorter than it was before any cut, is left as it
+/// is (a re-cut may keep the length, when the marker gains a digit).
 pub fn truncate(content: &mut Content, cap: usize) -> bool {
     match content {
         Content::Text(s) => match plan(&[s.as_str()], cap) {

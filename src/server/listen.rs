@@ -1,7 +1,5 @@
-//! lariat's own accept loop over hyper, so that no client can pin the gateway:
-//! a connection has `header_read_timeout` to send a request's headers (counted from
-//! the request's first byte, or from acceptance for a new connection), is closed
-//! after `idle_timeout` without a request, and there are at most `max_connections`.
+//! lariat's own accept loop over hyper, so that no client can pin the gateway: there
+//! are at most `max_connections`, and each has the time limits of `connection`.
 //!
 //! At the cap, a new connection displaces the oldest connection that is not serving
 //! a request (never one that is), as nginx reuses idle keep-alive connections: a
@@ -9,28 +7,27 @@
 //! lariat never needs more descriptors than the cap. Only when every connection is
 //! busy does a newcomer get a fast `503` (JSON, `Retry-After: 1`) and a close, rather
 //! than waiting in the kernel's backlog behind connections that may never finish.
+//!
+//! With several serving threads (`threads`), every thread accepts, and a connection
+//! goes to the thread holding the fewest: the thread that wins an `accept` would
+//! otherwise take a whole burst of new connections (a client's pool opening at
+//! once) and leave the other cores idle for as long as those connections live.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::time::Instant;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
-use super::socket::Watched;
+use super::connection::{Activity, Connection};
 use crate::config::ConnectionLimits;
 
 /// Connections being turned away at once (each for at most `REJECT_LINGER`); more
@@ -41,7 +38,6 @@ const REJECTING: usize = 64;
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of descriptors, say), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-const NONE: u64 = u64::MAX;
 /// "Too many open files" (per process, system-wide), as Linux and the BSDs number them.
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
@@ -49,39 +45,62 @@ const ENFILE: i32 = 23;
 /// newcomers quickly, few enough to leave most keep-alive clients alone.
 const EVICT_ON_EMFILE: usize = 16;
 
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves; then stops
-/// accepting and lets in-flight requests finish for at most `limits.shutdown_timeout`.
-/// Everything runs on the caller's runtime.
-pub async fn serve(
-    app: Router,
-    listener: TcpListener,
-    limits: ConnectionLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let shared = Arc::new(Shared::new(app, limits));
-    let (stop, stopped) = watch::channel(false);
-    tokio::select! {
-        () = shutdown => {}
-        () = accept(&shared, listener, stopped) => {}
-    }
-    shared.drain(&stop).await;
-    Ok(())
-}
-
-/// What every thread's accept loop shares: the connection cap and limits.
+/// What every thread's accept loop shares: the connection cap, the limits, and each
+/// thread's lane.
 pub(super) struct Shared {
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     tracker: Arc<Tracker>,
     rejecting: Arc<Semaphore>,
     limits: ConnectionLimits,
+    lanes: Vec<Lane>,
+}
+
+/// One serving thread's connections: how many it holds, and where the other threads
+/// hand it new ones.
+pub(super) struct Lane {
+    open: Arc<AtomicUsize>,
+    handed: mpsc::UnboundedSender<Handed>,
+}
+
+/// An accepted and admitted connection, on its way to the thread that serves it.
+pub(super) struct Handed {
+    stream: std::net::TcpStream,
+    slot: Slot,
+    held: Held,
+}
+
+/// A connection counted in its thread's lane until dropped.
+pub(super) struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(lane: &Lane) -> Self {
+        lane.open.fetch_add(1, Ordering::Relaxed);
+        Self(lane.open.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The lanes of `threads` serving threads, and each thread's inbox of handed connections.
+pub(super) fn lanes(threads: usize) -> (Vec<Lane>, Vec<mpsc::UnboundedReceiver<Handed>>) {
+    (0..threads.max(1))
+        .map(|_| {
+            let (handed, inbox) = mpsc::unbounded_channel();
+            (Lane { open: Arc::new(AtomicUsize::new(0)), handed }, inbox)
+        })
+        .unzip()
 }
 
 impl Shared {
-    pub(super) fn new(app: Router, limits: ConnectionLimits) -> Self {
+    pub(super) fn new(app: Router, limits: ConnectionLimits, lanes: Vec<Lane>) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's own header timer is left off: the watchdog below tells a slow request
-        // from an idle keep-alive connection, which hyper's single timer cannot.
+        // hyper's own header timer is left off: the connection's watchdog tells a slow
+        // request from an idle keep-alive connection, which hyper's single timer cannot.
         builder.http1().max_buf_size(limits.max_header_bytes);
         builder.http2().max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
         Self {
@@ -90,30 +109,72 @@ impl Shared {
             tracker: Arc::new(Tracker::new(limits.max_connections)),
             rejecting: Arc::new(Semaphore::new(REJECTING)),
             limits,
+            lanes,
         }
     }
 
-    /// Tells every connection to finish, and waits at most `shutdown_timeout` for them.
-    pub(super) async fn drain(&self, stop: &watch::Sender<bool>) {
+    /// Tells every connection to finish (and every accept loop to stop).
+    pub(super) fn stop(&self, stop: &watch::Sender<bool>) {
         tracing::info!(
             deadline_s = self.limits.shutdown_timeout.as_secs_f64(),
             "shutting down: no new connections, waiting for in-flight requests"
         );
         let _ = stop.send(true);
-        if tokio::time::timeout(self.limits.shutdown_timeout, self.tracker.wait_empty()).await.is_err() {
+    }
+
+    /// Waits at most `shutdown_timeout` for `accepting_stopped` (every accept loop
+    /// has returned, so no connection can be admitted any more) and then for the
+    /// last connection to end; past it, cancels those left.
+    pub(super) async fn drain(&self, accepting_stopped: impl Future<Output = ()>) {
+        let drained = async {
+            accepting_stopped.await;
+            self.tracker.wait_empty().await;
+        };
+        if tokio::time::timeout(self.limits.shutdown_timeout, drained).await.is_err() {
             tracing::warn!("shutdown deadline passed; dropping the remaining requests");
             self.tracker.cancel_all();
         }
     }
+
+    /// The lane holding the fewest connections, `mine` when it is among them.
+    fn least_held(&self, mine: usize) -> usize {
+        // A lane whose thread takes no more connections (it could not accept, or is
+        // stopping) counts as full.
+        let held = |lane: usize| match self.lanes.get(lane) {
+            Some(l) if !l.handed.is_closed() => l.open.load(Ordering::Relaxed),
+            _ => usize::MAX,
+        };
+        (0..self.lanes.len()).fold(mine, |best, lane| if held(lane) < held(best) { lane } else { best })
+    }
+
+    fn serve(&self, stream: TcpStream, slot: Slot, held: Held, stopped: &watch::Receiver<bool>) {
+        let connection =
+            Connection { app: self.app.clone(), builder: self.builder.clone(), limits: self.limits, slot, held };
+        tokio::spawn(connection.run(stream, stopped.clone()));
+    }
 }
 
-/// Accepts connections on `listener` and serves each on a task of this thread's
-/// runtime, until `stopped` says to stop.
-pub(super) async fn accept(shared: &Shared, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+/// Thread `lane`'s accept loop: accepts connections on `listener`, serves each here
+/// or hands it to the thread holding fewer, and serves those handed to it
+/// (`inbox`), until `stopped` says to stop.
+pub(super) async fn accept(
+    shared: &Shared,
+    lane: usize,
+    listener: TcpListener,
+    mut inbox: mpsc::UnboundedReceiver<Handed>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let tracker = &shared.tracker;
     loop {
         let (stream, _) = tokio::select! {
             () = stopping(&mut stopped) => return,
+            Some(handed) = inbox.recv() => {
+                match TcpStream::from_std(handed.stream) {
+                    Ok(stream) => shared.serve(stream, handed.slot, handed.held, &stopped),
+                    Err(e) => tracing::debug!(error = %e, "a handed connection could not be served"),
+                }
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -132,24 +193,29 @@ pub(super) async fn accept(shared: &Shared, listener: TcpListener, mut stopped: 
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        match tracker.admit() {
-            Some(slot) => {
-                let connection = Connection {
-                    app: shared.app.clone(),
-                    builder: shared.builder.clone(),
-                    limits: shared.limits,
-                    slot,
-                };
-                tokio::spawn(connection.run(stream, stopped.clone()));
+        let Some(slot) = tracker.admit() else {
+            if let Ok(permit) = shared.rejecting.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    reject(stream).await;
+                    drop(permit);
+                });
             }
-            None => {
-                if let Ok(permit) = shared.rejecting.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        reject(stream).await;
-                        drop(permit);
-                    });
-                }
+            continue;
+        };
+        let target = shared.least_held(lane);
+        let Some(to) = shared.lanes.get(target) else { continue };
+        let held = Held::new(to);
+        if target == lane {
+            shared.serve(stream, slot, held, &stopped);
+            continue;
+        }
+        // Handed over before anything is read from it: the other thread serves it
+        // from its first byte. A thread that has stopped (shutdown) drops it.
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = to.handed.send(Handed { stream, slot, held });
             }
+            Err(e) => tracing::debug!(error = %e, "an accepted connection could not be handed over"),
         }
     }
 }
@@ -181,115 +247,6 @@ async fn reject(mut stream: TcpStream) {
             .await;
 }
 
-/// What one connection is doing, shared by its I/O, its requests and its watchdog.
-#[derive(Debug)]
-pub(super) struct Activity {
-    epoch: Instant,
-    /// Requests being served, from their headers to the end of their response.
-    busy: AtomicUsize,
-    /// Requests begun on this connection.
-    requests: AtomicU64,
-    /// When the connection last became idle, in ms since `epoch`.
-    idle_since: AtomicU64,
-    /// When the first byte of the next request arrived (`NONE`: not yet).
-    head_started: AtomicU64,
-    changed: Notify,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-            busy: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            idle_since: AtomicU64::new(0),
-            head_started: AtomicU64::new(NONE),
-            changed: Notify::new(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(NONE - 1)
-    }
-
-    fn is_idle(&self) -> bool {
-        self.busy.load(Ordering::Acquire) == 0
-    }
-
-    /// A request's headers are in: it is served until the returned guard drops.
-    fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        self.requests.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(NONE, Ordering::Release);
-        self.changed.notify_waiters();
-        Busy(self.clone())
-    }
-
-    /// Bytes arrived; if no request is being served, they start the next one's head.
-    pub(super) fn read_some(&self) {
-        if self.is_idle() && self.head_started.load(Ordering::Acquire) == NONE {
-            self.head_started.store(self.now(), Ordering::Release);
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// When the connection must be closed if nothing changes, and why.
-    fn deadline(&self, limits: &ConnectionLimits) -> Option<(u64, &'static str)> {
-        if !self.is_idle() {
-            return None;
-        }
-        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(NONE / 2);
-        let head = self.head_started.load(Ordering::Acquire);
-        if head != NONE {
-            return Some((head.saturating_add(millis(limits.header_read_timeout)), "request headers too slow"));
-        }
-        let since = self.idle_since.load(Ordering::Acquire);
-        // A connection that never sent a request gets only the header timeout.
-        if self.requests.load(Ordering::Acquire) == 0 {
-            Some((since.saturating_add(millis(limits.header_read_timeout)), "no request sent"))
-        } else {
-            Some((since.saturating_add(millis(limits.idle_timeout)), "idle"))
-        }
-    }
-}
-
-/// A request in progress; dropping it (the response is sent, or abandoned) may make
-/// the connection idle.
-struct Busy(Arc<Activity>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let activity = &self.0;
-        if activity.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            activity.idle_since.store(activity.now(), Ordering::Release);
-            activity.head_started.store(NONE, Ordering::Release);
-        }
-        activity.changed.notify_waiters();
-    }
-}
-
-/// Resolves when the connection has broken its time limits; never while it serves.
-async fn watchdog(activity: &Activity, limits: &ConnectionLimits) -> &'static str {
-    loop {
-        let changed = activity.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        match activity.deadline(limits) {
-            None => changed.await,
-            Some((at, why)) => {
-                if at <= activity.now() {
-                    return why;
-                }
-                let at = activity.epoch + Duration::from_millis(at);
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = changed => {}
-                }
-            }
-        }
-    }
-}
-
 /// Every open connection, oldest first.
 struct Tracker {
     slots: Mutex<BTreeMap<u64, (Arc<Activity>, CancellationToken)>>,
@@ -299,10 +256,10 @@ struct Tracker {
 }
 
 /// One admitted connection; leaving the tracker when dropped.
-struct Slot {
+pub(super) struct Slot {
     id: u64,
-    activity: Arc<Activity>,
-    cancel: CancellationToken,
+    pub activity: Arc<Activity>,
+    pub cancel: CancellationToken,
     tracker: Arc<Tracker>,
 }
 
@@ -371,81 +328,5 @@ impl Tracker {
         for (_, cancel) in self.slots.lock().unwrap_or_else(PoisonError::into_inner).values() {
             cancel.cancel();
         }
-    }
-}
-
-struct Connection {
-    app: Router,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    limits: ConnectionLimits,
-    slot: Slot,
-}
-
-impl Connection {
-    async fn run(self, stream: TcpStream, mut stopped: watch::Receiver<bool>) {
-        let Self { app, builder, limits, slot } = self;
-        let activity = slot.activity.clone();
-        let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        let requests = activity.clone();
-        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let busy = requests.begin();
-            let app = app.clone();
-            async move {
-                let response = app.oneshot(request.map(axum::body::Body::new)).await;
-                response.map(|r| r.map(|body| Tracked { body, _busy: busy }))
-            }
-        });
-        let connection = builder.serve_connection(io, service);
-        tokio::pin!(connection);
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = slot.cancel.cancelled() => return,
-                why = watchdog(&activity, &limits), if !draining => {
-                    tracing::debug!(reason = why, "closing a connection");
-                    return;
-                }
-                _ = stopped.wait_for(|stop| *stop), if !draining => {
-                    connection.as_mut().graceful_shutdown();
-                    draining = true;
-                }
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted as in progress until it is
-    /// sent (or dropped).
-    struct Tracked {
-        #[pin]
-        body: axum::body::Body,
-        _busy: Busy,
-    }
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }

@@ -1,9 +1,11 @@
-//! The HTTP surface: axum router, layers (request id, trace span, auth, body limit,
-//! panic → JSON), handlers, and serving with graceful shutdown.
+//! The HTTP surface: axum router, layers (request id, trace span, body limit and
+//! metrics, panic → JSON), the bearer key, handlers, and serving with graceful
+//! shutdown.
 
 mod auth;
 mod chat;
 mod commit;
+mod connection;
 mod extract;
 mod handlers;
 mod limits;
@@ -247,7 +249,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = ConnectionLimits { shutdown_timeout: deadline, ..ConnectionLimits::default() };
-    listen::serve(app, listener, limits, shutdown).await
+    threads::serve(app, listener, std::num::NonZeroUsize::MIN, limits, shutdown).await
 }
 
 /// Serves `app` within `limits` (the config's `server.connections`) until `shutdown`
@@ -258,7 +260,7 @@ pub async fn serve_with(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listen::serve(app, listener, limits, shutdown).await
+    threads::serve(app, listener, std::num::NonZeroUsize::MIN, limits, shutdown).await
 }
 
 /// [`serve_with`] on `threads` threads, the caller's among them, each with its own
@@ -270,7 +272,7 @@ pub async fn serve_threads(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    threads::serve_threads(app, listener, threads, limits, shutdown).await
+    threads::serve(app, listener, threads, limits, shutdown).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::listen::Activity;
+use super::connection::Activity;
 
 pin_project_lite::pin_project! {
     /// The socket, noting when the bytes of a new request begin to arrive, and

@@ -82,7 +82,10 @@ impl Endpoint {
         let client = if let Some(proxy) = proxies.intercept(&uri) {
             Transport::Proxied(proxied_client(provider, connect, &proxy)?)
         } else {
-            Transport::Direct((0..threads.max(1)).map(|_| direct_client(provider, connect, tls.clone())).collect())
+            // `pool_max_idle_per_host` bounds the provider's idle connections in all.
+            let threads = threads.max(1);
+            let idle = provider.pool_max_idle_per_host.div_ceil(threads);
+            Transport::Direct((0..threads).map(|_| direct_client(provider, connect, tls.clone(), idle)).collect())
         };
         Ok(Self { client, uri, headers })
     }
@@ -118,7 +121,7 @@ impl Endpoint {
     }
 }
 
-fn direct_client(provider: &Provider, connect: Duration, tls: rustls::ClientConfig) -> Direct {
+fn direct_client(provider: &Provider, connect: Duration, tls: rustls::ClientConfig, idle: usize) -> Direct {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect));
@@ -131,7 +134,7 @@ fn direct_client(provider: &Provider, connect: Duration, tls: rustls::ClientConf
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(provider.pool_idle_timeout)
-        .pool_max_idle_per_host(provider.pool_max_idle_per_host)
+        .pool_max_idle_per_host(idle)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .build(connector)

@@ -19,6 +19,44 @@ async fn missing_and_unknown_keys_get_401() {
     assert!(mock.received().is_empty());
 }
 
+/// Every `/v1` route refuses a request without a valid key, and before reading its
+/// body: a request whose declared body never comes is answered at once, not after
+/// the body timeout.
+#[tokio::test]
+async fn every_v1_route_needs_a_key_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::start().await;
+    let lariat = Lariat::start(&config(&mock, "")).await;
+    let routes = [
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/responses"),
+        ("GET", "/v1/responses/resp_123"),
+        ("DELETE", "/v1/responses/resp_123"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/assistant"),
+    ];
+    let addr = lariat.url.trim_start_matches("http://").to_owned();
+    for (method, path) in routes {
+        for key in ["", "Authorization: Bearer sk-wrong-000000000\r\n"] {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: lariat\r\n{key}Content-Type: application/json\r\n\
+                 Content-Length: 1000\r\n\r\n{{\"model\":"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = vec![0u8; 4096];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+                .await
+                .unwrap_or_else(|_| panic!("{method} {path}: no answer before the body"))
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer[..n]);
+            assert!(answer.starts_with("HTTP/1.1 401"), "{method} {path} ({key:?}): {answer}");
+            assert!(answer.contains("invalid_api_key"), "{method} {path}: {answer}");
+        }
+    }
+    assert!(mock.received().is_empty());
+}
+
 #[tokio::test]
 async fn keys_are_limited_to_their_models() {
     let mock = MockUpstream::start().await;

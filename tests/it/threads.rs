@@ -1,6 +1,6 @@
 //! Serving on several threads (`server.threads`), each with its own runtime: every
-//! thread takes connections, the connection cap holds across them, and a shutdown
-//! lets every thread's requests finish.
+//! thread takes connections, new connections are spread evenly, the connection cap
+//! holds across threads, and a shutdown lets every thread's requests finish.
 //!
 //! The handler blocks its thread until released, so a thread serving one request
 //! cannot accept another: the next connection must be taken by another thread.
@@ -62,7 +62,10 @@ struct Served {
 /// does), so the test's runtime stays free when the handlers block theirs.
 fn serve(threads: usize, max_connections: usize) -> Served {
     let meeting = Arc::new(Meeting::default());
-    let app = Router::new().route("/hold", axum::routing::get(hold)).with_state(meeting.clone());
+    let app = Router::new()
+        .route("/hold", axum::routing::get(hold))
+        .route("/thread", axum::routing::get(|| async { lariat::worker::index().to_string() }))
+        .with_state(meeting.clone());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -156,4 +159,53 @@ async fn the_connection_cap_holds_across_threads() {
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
     assert_eq!(served.meeting.arrived(), 2);
+}
+
+/// Asks which thread serves `stream` (kept alive): reads one response whole.
+async fn which_thread(stream: &mut TcpStream) -> String {
+    stream.write_all(b"GET /thread HTTP/1.1\r\nHost: lariat\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap();
+            if body.len() >= length {
+                assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+                return body[..length].to_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {text}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn new_connections_go_to_the_thread_holding_fewest() {
+    let served = serve(2, 100);
+    // Opened at once, as a client's pool does: whichever thread accepts them, each
+    // goes to the thread holding fewer, so they split evenly and stay where they went.
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        streams.push(TcpStream::connect(&served.addr).await.unwrap());
+    }
+    let mut threads = Vec::new();
+    for stream in &mut streams {
+        threads.push(which_thread(stream).await);
+    }
+    for stream in &mut streams {
+        threads.push(which_thread(stream).await);
+    }
+    let on = |thread: &str| threads.iter().filter(|t| *t == thread).count();
+    assert_eq!((on("0"), on("1")), (6, 6), "{threads:?}");
+    // Each connection stays on its thread.
+    assert_eq!(threads[..6], threads[6..]);
+    served.shutdown.send(()).unwrap();
+    drop(streams);
+    tokio::time::timeout(Duration::from_secs(20), served.ended).await.unwrap().unwrap();
 }
