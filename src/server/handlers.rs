@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
 use http::request::Parts;
@@ -61,11 +60,11 @@ async fn chat(
     chat::respond(state, Turn { caller, model, request, off_record: asked.off_record }, progress).await
 }
 
-/// `x-lariat-off-record: true`: keep message and tool contents out of the logs.
 /// What a request asks of lariat in its own headers, read from them in place (the
 /// header map is not copied).
 pub(super) struct Asked {
-    /// `x-lariat-off-record: true` (or `1`).
+    /// `x-lariat-off-record: true` (or `1`): keep message and tool contents out of
+    /// the logs.
     pub off_record: bool,
     /// `x-lariat-progress`, parsed (an error is reported once the model is known).
     progress: Option<Result<Progress, String>>,
