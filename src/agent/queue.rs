@@ -145,7 +145,7 @@ mod tests {
         assert!(receiver.try_recv().is_none());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn taking_an_event_wakes_every_waiting_send() {
         let (sender, mut receiver) = bounded(1);
         sender.send(event(0)).await.unwrap_or_else(|_| panic!("closed"));
@@ -155,18 +155,22 @@ mod tests {
             a.is_ok() && b.is_ok()
         });
         let mut seen = Vec::new();
-        while seen.len() < 3 {
+        // Bounded, and on the paused clock: a send left unwoken fails the test
+        // instead of hanging it.
+        for _ in 0..1000 {
             match receiver.try_recv() {
                 Some(event) => seen.push(round(Some(event))),
+                None if seen.len() == 3 => break,
                 None => tokio::task::yield_now().await,
             }
         }
-        assert!(waiting.await.unwrap_or(false));
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert!(sent.is_ok_and(|sent| sent.unwrap_or(false)));
         seen.sort();
         assert_eq!(seen, [Some(0), Some(1), Some(2)]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_send_fails_once_the_receiver_is_gone_and_a_waiting_one_is_woken() {
         let (sender, receiver) = bounded(1);
         sender.send(event(0)).await.unwrap_or_else(|_| panic!("closed"));
@@ -176,7 +180,8 @@ mod tests {
         });
         tokio::task::yield_now().await;
         drop(receiver);
-        assert!(waiting.await.unwrap_or(false));
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+        assert!(woken.is_ok_and(|failed| failed.unwrap_or(false)));
         assert!(sender.send(event(2)).await.is_err());
     }
 }

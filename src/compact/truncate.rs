@@ -4,8 +4,8 @@
 //! head followed by its marker, so cutting it again to the same or a larger cap
 //! changes nothing, and cutting it to a smaller cap replaces the marker (adding the
 //! newly omitted chars to its count) instead of appending a second one, so that two
-//! cuts give what one cut to the smaller cap gives. Cuts fall on char boundaries; "chars"
-//! are Unicode scalar values, as `str::chars` counts them.
+//! cuts give what one cut to the smaller cap gives. Cuts fall on char boundaries;
+//! "chars" are Unicode scalar values, as `str::chars` counts them.
 
 use serde_json::Value;
 
