@@ -105,6 +105,7 @@ impl Engine {
             answered_by: Some(target),
             completion_rest: round.completion_rest,
             choice_rest: round.choice_rest,
+            kept: None,
             ..notes
         }))
     }

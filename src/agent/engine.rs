@@ -231,10 +231,10 @@ impl Engine {
                 (true, Mode::Relay) => request.stream_options.as_ref(),
                 (true, Mode::Loop) => Some(&*UPSTREAM_STREAM_OPTIONS),
             },
-            // A relayed stream changes nothing in a chunk but its `id` and `model`.
-            reading: match (request.stream, self.mode) {
-                (true, Mode::Relay) => Reading::Relayed,
-                _ => Reading::Typed,
+            // A relay changes nothing in an answer but its `id` and `model`.
+            reading: match self.mode {
+                Mode::Relay => Reading::Relayed,
+                Mode::Loop => Reading::Typed,
             },
             rest: &request.rest,
         };
@@ -272,11 +272,13 @@ impl Engine {
                 let round = RoundResult::from_completion(completion, &request.client_names, self.mode);
                 return (self.book(round, target, voice).await, None);
             }
-            Reply::Stream(chunks) => chunks,
-            Reply::Complete(completion) => {
-                let chunks = ChatCompletion::into_chunks(completion).into_iter();
-                Box::pin(futures::stream::iter(chunks.map(|chunk| Ok(StreamChunk::Typed(chunk)))))
+            Reply::Relayed(relayed) if !request.stream => {
+                return (self.book(RoundResult::from_relayed(*relayed), target, voice).await, None);
             }
+            Reply::Stream(chunks) => chunks,
+            Reply::Complete(completion) => as_chunks(completion),
+            // Asked for by non-streaming requests only: the choice is all a stream needs.
+            Reply::Relayed(relayed) => as_chunks(relayed.into_completion()),
         };
         // A relayed stream is the client's: lariat keeps none of its text.
         let keep = if request.stream && self.mode == Mode::Relay { Keep::CallsOnly } else { Keep::Text };
@@ -346,7 +348,7 @@ impl Engine {
     /// hand out.
     async fn act(&mut self, round: Round) -> Step {
         let Round { result, final_call, shown } = round;
-        let RoundResult { mut message, finish_reason, completion_rest, choice_rest, .. } = result;
+        let RoundResult { mut message, finish_reason, completion_rest, choice_rest, kept, .. } = result;
         let calls = message.tool_calls.take().unwrap_or_default();
         if calls.is_empty() || final_call {
             if final_call {
@@ -367,6 +369,7 @@ impl Engine {
                 answered_by: None,
                 completion_rest,
                 choice_rest,
+                kept,
             });
             return self.answered(finished).await;
         }
@@ -481,4 +484,10 @@ impl Engine {
         }
         self.emit(Event::Finished(finished)).await;
     }
+}
+
+/// A whole answer as the chunks of a stream.
+fn as_chunks(completion: ChatCompletion) -> ChunkStream {
+    let chunks = ChatCompletion::into_chunks(completion).into_iter();
+    Box::pin(futures::stream::iter(chunks.map(|chunk| Ok(StreamChunk::Typed(chunk)))))
 }

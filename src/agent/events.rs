@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Error;
-use crate::openai::{ChatChunk, FinishReason, FunctionCall, Message, RelayedChunk, ToolCall, Usage};
+use crate::openai::{ChatChunk, FinishReason, FunctionCall, KeptCompletion, Message, RelayedChunk, ToolCall, Usage};
 pub use crate::telemetry::ToolOutcome;
 
 #[derive(Debug)]
@@ -154,6 +154,9 @@ pub struct Finished {
     /// relayed as they came.
     pub completion_rest: Map<String, Value>,
     pub choice_rest: Map<String, Value>,
+    /// The upstream's answer as it came, when it is the whole answer and a relay's
+    /// (no tool ran): a Chat Completions face sends it on instead of `message`.
+    pub kept: Option<Box<KeptCompletion>>,
 }
 
 /// Why the loop stopped.
@@ -184,6 +187,7 @@ impl Finished {
             answered_by: None,
             completion_rest: Map::new(),
             choice_rest: Map::new(),
+            kept: None,
         }
     }
 }

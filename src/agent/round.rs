@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::events::{CallDelta, Delta, Remains};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Content, DeltaView, FinishReason, FunctionCall, Message, RelayedChunk, StreamChunk,
-    ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, Choice, Content, DeltaView, FinishReason, FunctionCall, KeptCompletion, Message,
+    RelayedChunk, RelayedCompletion, StreamChunk, ToolCall, ToolCallDelta, Usage,
 };
 
 /// Whose tool calls a round holds.
@@ -34,6 +34,8 @@ pub struct RoundResult {
     /// Top-level and choice-level fields of a non-streamed answer, passed through.
     pub completion_rest: Map<String, Value>,
     pub choice_rest: Map<String, Value>,
+    /// A relayed answer as it came, for a face that sends it on.
+    pub kept: Option<Box<KeptCompletion>>,
 }
 
 impl RoundResult {
@@ -58,7 +60,21 @@ impl RoundResult {
         for key in ["id", "model", "choices", "usage"] {
             completion.rest.remove(key);
         }
-        Self { message, finish_reason, usage, completion_rest: completion.rest, choice_rest }
+        Self { message, finish_reason, usage, completion_rest: completion.rest, choice_rest, kept: None }
+    }
+
+    /// A whole answer kept by a relay (which called no tool).
+    pub fn from_relayed(relayed: RelayedCompletion) -> Self {
+        let RelayedCompletion { choice: Choice { mut message, finish_reason, rest, .. }, usage, kept } = relayed;
+        message.tool_calls = None;
+        Self {
+            message,
+            finish_reason,
+            usage,
+            completion_rest: Map::new(),
+            choice_rest: rest,
+            kept: Some(Box::new(kept)),
+        }
     }
 }
 
@@ -283,6 +299,7 @@ impl<'a> StreamRound<'a> {
             usage: self.usage,
             completion_rest: Map::new(),
             choice_rest: Map::new(),
+            kept: None,
         }
     }
 }

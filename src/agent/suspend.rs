@@ -113,6 +113,7 @@ impl Engine {
             answered_by: None,
             completion_rest,
             choice_rest,
+            kept: None,
         }))
     }
 

@@ -4,6 +4,7 @@
 mod chunk;
 mod content;
 mod relayed;
+mod relayed_completion;
 pub mod responses;
 mod tolerant;
 mod view;
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 pub use chunk::{ChatChunk, ChunkChoice, Delta, FunctionDelta, ToolCallDelta};
 pub use content::{Content, part_text};
 pub use relayed::{Reading, RelayedChunk, StreamChunk};
+pub use relayed_completion::{KeptCompletion, RelayedCompletion};
 pub use view::DeltaView;
 
 /// `POST /v1/chat/completions` body.

@@ -16,12 +16,15 @@ use serde_json::value::RawValue;
 use super::view::{ChoiceView, Choices, View, span_in};
 use super::{ChatChunk, Usage};
 
-/// How the chunks of a streamed answer are read.
+/// How an upstream answer is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
-    /// Each into the typed tree: the loop rewrites what the client sees.
+    /// Into the typed tree: the loop rewrites what the client sees.
     Typed,
-    /// As a [`RelayedChunk`]: the client gets the upstream's chunks as they are.
+    /// Kept as it came, for a client that gets the upstream's answer as it is: each
+    /// chunk of a stream as a [`RelayedChunk`], a whole answer as a
+    /// [`RelayedCompletion`](super::RelayedCompletion) (each read typed when more
+    /// than its `id` and `model` must change).
     Relayed,
 }
 
@@ -68,13 +71,28 @@ impl StreamChunk {
     }
 }
 
-/// Where one of the two rewritten fields is in the chunk's JSON.
+/// Where a member lariat writes is in a kept object's JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Place {
+pub(super) enum Place {
     /// The value's bytes.
     Value(Range<usize>),
-    /// Not in the chunk: written first thing in the object.
+    /// In the object, where is not noted: for a member written by default, whose
+    /// value the object's own stays.
+    Present,
+    /// Not in the object: written first thing in it.
     Absent,
+}
+
+impl Place {
+    /// Where `raw`, borrowed from `whole` by its parser, lies in it.
+    pub(super) fn of(whole: &str, raw: Option<&RawValue>) -> Result<Self, serde_json::Error> {
+        match raw {
+            Some(raw) => span_in(whole, raw.get())
+                .map(Place::Value)
+                .ok_or_else(|| <serde_json::Error as serde::de::Error>::custom("a raw value outside its object")),
+            None => Ok(Place::Absent),
+        }
+    }
 }
 
 /// An upstream chunk kept as its own bytes; see the module's comment.
@@ -105,13 +123,7 @@ impl RelayedChunk {
     /// a single `data:` line.
     pub fn read(mut json: String) -> Result<Self, serde_json::Error> {
         let view: View<'_> = serde_json::from_str(&json)?;
-        let place = |raw: Option<&RawValue>| match raw {
-            Some(raw) => span_in(&json, raw.get())
-                .map(Place::Value)
-                .ok_or_else(|| <serde_json::Error as serde::de::Error>::custom("a raw value outside its chunk")),
-            None => Ok(Place::Absent),
-        };
-        let (id, model) = (place(view.id)?, place(view.model)?);
+        let (id, model) = (Place::of(&json, view.id)?, Place::of(&json, view.model)?);
         let open = memchr::memchr(b'{', json.as_bytes()).map_or(0, |at| at + 1);
         let Choices { first, count, finished } = view.choices;
         let (empty, usage, error) = (view.members == 0, view.usage, view.error);
@@ -129,36 +141,64 @@ impl RelayedChunk {
     /// Appends the chunk with `id` and `model` (each already a JSON value) in place
     /// of its own.
     pub fn write(&self, id: &str, model: &str, out: &mut Vec<u8>) {
-        let json = self.json.as_bytes();
-        out.reserve(json.len() + id.len() + model.len() + 20);
-        out.extend_from_slice(&json[..self.open]);
-        let mut absent = [("id", &self.id, id), ("model", &self.model, model)]
-            .into_iter()
-            .filter(|(_, place, _)| **place == Place::Absent)
-            .peekable();
-        while let Some((name, _, value)) = absent.next() {
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            out.extend_from_slice(value.as_bytes());
-            if absent.peek().is_some() || !self.empty {
-                out.push(b',');
-            }
-        }
-        let mut present: [Option<(&Range<usize>, &str)>; 2] =
-            [(&self.id, id), (&self.model, model)].map(|(place, value)| match place {
-                Place::Value(range) => Some((range, value)),
-                Place::Absent => None,
-            });
-        present.sort_by_key(|p| p.map(|(range, _)| range.start));
-        let mut cursor = self.open;
-        for (range, value) in present.into_iter().flatten() {
-            out.extend_from_slice(&json[cursor..range.start]);
-            out.extend_from_slice(value.as_bytes());
-            cursor = range.end;
-        }
-        out.extend_from_slice(&json[cursor..]);
+        let members = [Member::replacing("id", &self.id, id), Member::replacing("model", &self.model, model)];
+        splice(self.json.as_bytes(), self.open, self.empty, members, out);
     }
+}
+
+/// A member lariat writes into an object kept as its bytes: `value` (JSON) in place
+/// of the object's own, or first in the object when it has none. A default is
+/// written only where the object has none; the object's own value stays.
+pub(super) struct Member<'a> {
+    name: &'static str,
+    place: &'a Place,
+    value: &'a str,
+    replaces: bool,
+}
+
+impl<'a> Member<'a> {
+    pub(super) fn replacing(name: &'static str, place: &'a Place, value: &'a str) -> Self {
+        Self { name, place, value, replaces: true }
+    }
+
+    pub(super) fn default(name: &'static str, place: &'a Place, value: &'a str) -> Self {
+        Self { name, place, value, replaces: false }
+    }
+}
+
+/// Appends `json`, an object whose members start at `open` (`empty`: it has none),
+/// with `members` written in.
+pub(super) fn splice<const N: usize>(
+    json: &[u8],
+    open: usize,
+    empty: bool,
+    members: [Member<'_>; N],
+    out: &mut Vec<u8>,
+) {
+    out.reserve(json.len() + members.iter().map(|m| m.name.len() + m.value.len() + 4).sum::<usize>());
+    out.extend_from_slice(&json[..open]);
+    let mut absent = members.iter().filter(|m| *m.place == Place::Absent).peekable();
+    while let Some(member) = absent.next() {
+        out.push(b'"');
+        out.extend_from_slice(member.name.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(member.value.as_bytes());
+        if absent.peek().is_some() || !empty {
+            out.push(b',');
+        }
+    }
+    let mut present: [Option<(&Range<usize>, &str)>; N] = members.map(|m| match m.place {
+        Place::Value(range) if m.replaces => Some((range, m.value)),
+        _ => None,
+    });
+    present.sort_unstable_by_key(|p| p.map(|(range, _)| range.start));
+    let mut cursor = open;
+    for (range, value) in present.into_iter().flatten() {
+        out.extend_from_slice(&json[cursor..range.start]);
+        out.extend_from_slice(value.as_bytes());
+        cursor = range.end;
+    }
+    out.extend_from_slice(&json[cursor..]);
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::tolerant::Key;
-use super::{FinishReason, ToolCallDelta, Usage};
+use super::{Choice, FinishReason, ToolCallDelta, Usage};
 
 /// Choice 0 of a relayed chunk, as the loop reads it.
 #[derive(Debug, Default, Deserialize)]
@@ -78,27 +78,16 @@ impl<'de> Visitor<'de> for ViewVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<View<'de>, A::Error> {
-        fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
-            slot: &mut Option<T>,
-            name: &'static str,
-            map: &mut A,
-        ) -> Result<(), A::Error> {
-            if slot.is_some() {
-                return Err(de::Error::duplicate_field(name));
-            }
-            *slot = Some(map.next_value()?);
-            Ok(())
-        }
         let (mut id, mut model, mut choices, mut usage, mut error) = (None, None, None, None, None);
         let mut members = 0;
         while let Some(key) = map.next_key::<Key<'de>>()? {
             members += 1;
             match key.as_str() {
-                "id" => once(&mut id, "id", &mut map)?,
-                "model" => once(&mut model, "model", &mut map)?,
-                "choices" => once(&mut choices, "choices", &mut map)?,
-                "usage" => once::<Option<Usage>, _>(&mut usage, "usage", &mut map)?,
-                "error" => once(&mut error, "error", &mut map)?,
+                "id" => once(&mut id, "id", &mut map, Ok)?,
+                "model" => once(&mut model, "model", &mut map, Ok)?,
+                "choices" => once(&mut choices, "choices", &mut map, Ok)?,
+                "usage" => once::<Option<Usage>, _>(&mut usage, "usage", &mut map, Ok)?,
+                "error" => once(&mut error, "error", &mut map, Ok)?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -137,5 +126,79 @@ impl<'de> Deserialize<'de> for Choices {
             }
         }
         deserializer.deserialize_seq(ChoicesVisitor)
+    }
+}
+
+/// The top level of a non-streamed answer, as a relay reads it: where `id` and
+/// `model` are, whether `object` and `created` are there, and the choices and usage
+/// typed, as a typed read would take them. The rest is skipped by the parser.
+pub(super) struct CompletionView<'a> {
+    pub id: Option<&'a RawValue>,
+    pub model: Option<&'a RawValue>,
+    pub object: bool,
+    pub created: bool,
+    pub choices: Vec<Choice>,
+    pub usage: Option<Usage>,
+}
+
+impl<'de> Deserialize<'de> for CompletionView<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(CompletionVisitor)
+    }
+}
+
+struct CompletionVisitor;
+
+impl<'de> Visitor<'de> for CompletionVisitor {
+    type Value = CompletionView<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("struct ChatCompletion")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CompletionView<'de>, A::Error> {
+        let (mut id, mut model, mut choices, mut usage) = (None, None, None, None);
+        let (mut object, mut created) = (false, false);
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key.as_str() {
+                "id" => once(&mut id, "id", &mut map, string)?,
+                "model" => once(&mut model, "model", &mut map, string)?,
+                "choices" => once(&mut choices, "choices", &mut map, Ok)?,
+                "usage" => once::<Option<Usage>, _>(&mut usage, "usage", &mut map, Ok)?,
+                other => {
+                    object |= other == "object";
+                    created |= other == "created";
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let choices = choices.ok_or_else(|| de::Error::missing_field("choices"))?;
+        Ok(CompletionView { id, model, object, created, choices, usage: usage.flatten() })
+    }
+}
+
+/// Reads a field's value into its empty `slot` (a second one is an error) and checks
+/// it with `check`.
+fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+    slot: &mut Option<T>,
+    name: &'static str,
+    map: &mut A,
+    check: impl FnOnce(T) -> Result<T, String>,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(check(map.next_value()?).map_err(de::Error::custom)?);
+    Ok(())
+}
+
+/// A raw value that a typed read would take as a `String`.
+fn string(raw: &RawValue) -> Result<&RawValue, String> {
+    let text = raw.get();
+    // Only escapes can make a JSON string one that is not a Rust string (a lone surrogate).
+    if text.starts_with('"') && (!text.contains('\\') || serde_json::from_str::<String>(text).is_ok()) {
+        Ok(raw)
+    } else {
+        Err(format!("invalid type: {text}, expected a string"))
     }
 }

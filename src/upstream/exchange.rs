@@ -1,6 +1,7 @@
 //! One HTTP exchange with one target: encode, send, and read a JSON answer or the
 //! first chunk of a stream, within the target's deadlines.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,6 +14,7 @@ use super::sse;
 use super::transport::{Body, Endpoint, SendError};
 use super::{Failure, Prompt, Reply};
 use crate::config::{ChainEntry, Provider};
+use crate::openai::{Reading, RelayedCompletion};
 use crate::text::root_cause;
 
 /// Largest error body read from an upstream (its message is all we keep).
@@ -52,7 +54,9 @@ pub async fn exchange(
             let (stall, total) = (timeouts.stall, timeouts.total);
             let limits = sse::Limits { max_event_bytes, stall, deadline: started + total, total };
             let bytes = BodyDataStream::new(response.into_body());
-            let mut chunks = sse::chunks(bytes, limits, provider.redactor.clone(), prompt.params.reading);
+            // A whole answer streamed anyway is gathered by the loop, so read typed.
+            let reading = if stream { prompt.params.reading } else { Reading::Typed };
+            let mut chunks = sse::chunks(bytes, limits, provider.redactor.clone(), reading);
             match chunks.next().await {
                 Some(Ok(first)) => Ok(Reply::Stream(Box::pin(futures::stream::iter([Ok(first)]).chain(chunks)))),
                 Some(Err(failure)) => Err(failure),
@@ -62,7 +66,18 @@ pub async fn exchange(
             let bytes = read_capped(response, provider.max_response_bytes).await?;
             // A provider echoing a secret (its own key, or one it was handed in a tool
             // result) must not pass it on to the client.
-            serde_json::from_slice(&provider.redactor.redact_bytes(&bytes))
+            let bytes = match provider.redactor.redact_bytes(&bytes) {
+                Cow::Borrowed(_) => bytes,
+                Cow::Owned(redacted) => redacted,
+            };
+            let bytes = match prompt.params.reading {
+                Reading::Relayed if !stream => match RelayedCompletion::read(bytes) {
+                    Ok(relayed) => return Ok(Reply::Relayed(Box::new(relayed))),
+                    Err(bytes) => bytes,
+                },
+                _ => bytes,
+            };
+            serde_json::from_slice(&bytes)
                 .map(Reply::Complete)
                 .map_err(|e| Failure::InvalidBody(format!("not a chat completion: {e}")))
         }

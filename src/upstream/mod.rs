@@ -26,7 +26,7 @@ pub use sse::ChunkStream;
 use crate::config::{ChainEntry, Config, UpstreamPolicy};
 use serde_json::{Map, Value};
 
-use crate::openai::{ChatCompletion, ChatRequest, Message, Reading, StreamOptions, ToolDef};
+use crate::openai::{ChatCompletion, ChatRequest, Message, Reading, RelayedCompletion, StreamOptions, ToolDef};
 use crate::telemetry::Metrics;
 use health::Health;
 use transport::Endpoint;
@@ -34,6 +34,8 @@ use transport::Endpoint;
 /// What an upstream answered.
 pub enum Reply {
     Complete(ChatCompletion),
+    /// A whole answer a relay sends on as it came (asked for with `Reading::Relayed`).
+    Relayed(Box<RelayedCompletion>),
     /// A stream whose first chunk already arrived (so the target is committed).
     Stream(ChunkStream),
 }
@@ -77,7 +79,8 @@ pub struct Params<'a> {
     pub client_tools: &'a [ToolDef],
     pub tool_choice: Option<&'a Value>,
     pub stream_options: Option<&'a StreamOptions>,
-    /// How a streamed answer's chunks are read.
+    /// How the answer is read: a stream's chunks, or a whole answer (`Relayed` is
+    /// kept for a non-streaming request only: a streaming client gets chunks).
     pub reading: Reading,
     /// Every other field of the client's request, passed through unchanged.
     pub rest: &'a Map<String, Value>,

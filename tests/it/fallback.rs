@@ -300,6 +300,7 @@ async fn a_request_sticks_to_the_target_that_answered() {
     let answered_by = |reply: &UpstreamReply| match reply {
         UpstreamReply::Complete(c) => c.choices[0].message.content.as_str().unwrap().to_owned(),
         UpstreamReply::Stream(_) => panic!("asked for JSON"),
+        UpstreamReply::Relayed(_) => panic!("asked for a typed answer"),
     };
 
     let mut route = Route::default();

@@ -60,6 +60,45 @@ async fn relays_unknown_fields_both_ways_and_rewrites_identity() {
     assert_eq!(answer["usage"]["prompt_tokens_details"], json!({"cached_tokens": 0}));
 }
 
+/// A relay sends a whole answer on as its own bytes (key order, spacing, fields
+/// lariat does not know) with only `id` and `model` changed, `object` and `created`
+/// added where missing; an answer it would change more (two choices) is built anew.
+#[tokio::test]
+async fn a_relayed_answer_keeps_its_bytes_but_for_id_and_model() {
+    let mock = MockUpstream::start().await;
+    let answer = r#"{"model": "gpt-test-2024","choices":[{"finish_reason":"stop","message":{"content":"hi\u0021","role":"assistant"},"index":0}],
+  "id":"up-1","usage":{"total_tokens":3,"prompt_tokens":2,"completion_tokens":1},"vendor":[1.50,true]}"#;
+    mock.push(Reply::Raw { status: 200, content_type: "application/json", body: answer.to_owned() });
+    let two = json!({"id": "up-2", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "first"}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "second"}, "finish_reason": "stop"}]});
+    mock.push(Reply::json(200, two));
+    let lariat = Lariat::start(&config(&mock, "")).await;
+
+    let response = lariat.chat(request("assistant", false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let text = response.text().await.unwrap();
+    let id: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = id["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-") && id != "up-1", "{id}");
+    let created = text.split(r#""created":"#).nth(1).and_then(|t| t.split(',').next()).unwrap();
+    assert!(created.parse::<u64>().unwrap() > 1_700_000_000, "{text}");
+    // The outer object (the first `{`) gains the missing members, first thing.
+    let expected = answer
+        .replacen('{', &format!(r#"{{"object":"chat.completion","created":{created},"#), 1)
+        .replacen(r#""gpt-test-2024""#, r#""assistant""#, 1)
+        .replacen(r#""up-1""#, &format!("{id:?}"), 1);
+    assert_eq!(text, expected);
+
+    let answer: serde_json::Value = lariat.chat(request("assistant", false)).await.json().await.unwrap();
+    assert_eq!(
+        answer["choices"],
+        json!([{"index": 0, "message": {"role": "assistant", "content": "first"}, "finish_reason": "stop"}])
+    );
+    assert_eq!((answer["model"].as_str(), answer["object"].as_str()), (Some("assistant"), Some("chat.completion")));
+}
+
 #[tokio::test]
 async fn makes_a_request_id_when_the_client_sends_none() {
     let mock = MockUpstream::start().await;
