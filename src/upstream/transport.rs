@@ -82,6 +82,10 @@ impl Endpoint {
         let client = if let Some(proxy) = proxies.intercept(&uri) {
             Transport::Proxied(proxied_client(provider, connect, &proxy)?)
         } else {
+            // A `Host` of the provider's own `headers` stays, as the client would keep it.
+            if let Some(host) = plain_http_host(&uri) {
+                headers.entry(http::header::HOST).or_insert(host);
+            }
             // `pool_max_idle_per_host` bounds the provider's idle connections in all.
             let threads = threads.max(1);
             let idle = provider.pool_max_idle_per_host.div_ceil(threads);
@@ -119,6 +123,22 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The `Host` header of a plain `http` URL (always HTTP/1.1 here), built once: the
+/// client would otherwise format it for every request. An `https` URL may be served
+/// over HTTP/2, which carries the host in `:authority` instead, so the client sets
+/// it when it knows the protocol.
+fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
 }
 
 fn direct_client(provider: &Provider, connect: Duration, tls: rustls::ClientConfig, idle: usize) -> Direct {
@@ -234,6 +254,34 @@ mod tests {
         assert!(request.contains("authorization: bearer sk-test\r\n"), "{request}");
         assert!(request.contains("accept: application/json\r\n"), "{request}");
         assert!(request.contains(&format!("host: {address}\r\n")), "{request}");
+        assert_eq!(request.matches("host:").count(), 1, "{request}");
+    }
+
+    #[tokio::test]
+    async fn a_host_among_the_providers_headers_is_the_one_sent() {
+        let (address, served) = one_shot("{}").await;
+        let text = format!(
+            "[providers.p]\nbase_url = \"http://{address}/v1\"\nheaders = {{ Host = \"virtual.example\" }}\n[models.m]\nchain = [\"p/x\"]\n"
+        );
+        let config = crate::config::Config::from_toml(Path::new("t.toml"), &text, &|_| None).unwrap();
+        let tls = tls_config(false).unwrap();
+        let endpoint =
+            Endpoint::new(&config.providers["p"], Duration::from_secs(1), &tls, &Proxies::builder().build(), 1)
+                .unwrap();
+        post(&endpoint).await;
+        let request = served.await.unwrap().to_ascii_lowercase();
+        assert!(request.contains("host: virtual.example\r\n"), "{request}");
+        assert_eq!(request.matches("host:").count(), 1, "{request}");
+    }
+
+    #[test]
+    fn a_plain_http_host_is_built_as_the_client_would() {
+        let host = |url: &str| plain_http_host(&url.parse().unwrap()).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(host("http://127.0.0.1:8080/v1/chat/completions").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(host("http://ollama/v1/chat/completions").as_deref(), Some("ollama"));
+        assert_eq!(host("http://ollama:80/v1").as_deref(), Some("ollama"));
+        assert_eq!(host("http://[::1]:11434/v1").as_deref(), Some("[::1]:11434"));
+        assert_eq!(host("https://api.openai.com/v1/chat/completions"), None, "HTTP/2 may carry it as :authority");
     }
 
     #[tokio::test]
