@@ -3,11 +3,13 @@
 //! Metrics live in a per-instance `Metrics` value rather than a global recorder, so
 //! several lariat instances (tests, or an embedding) never share counters.
 
+use std::hash::Hash;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -151,21 +153,60 @@ struct SummaryLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// How many label sets of a family each serving thread keeps the handles of.
+const RECENT: usize = 16;
+/// Places for the serving threads' handles (threads beyond share one, under its lock).
+const PLACES: usize = 64;
+
+/// A family recorded into on every request, with the handles it made lately kept per
+/// serving thread and found by comparing label values in place. A gateway's label
+/// sets repeat (a few routes, models and targets), while the family's own lookup
+/// builds owned labels, hashes them and takes the family's lock every time.
+#[derive(Debug)]
+struct Hot<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    recent: Box<[Mutex<Recent<L, M>>]>,
+}
+
+/// One thread's label sets and their handles, the newest last.
+type Recent<L, M> = Vec<(L, M)>;
+
+impl<L: Clone + Hash + Eq, M: Clone, C: MetricConstructor<M>> Hot<L, M, C> {
+    fn new(family: Family<L, M, C>) -> Self {
+        Self { family, recent: (0..PLACES).map(|_| Mutex::default()).collect() }
+    }
+
+    /// The metric of the label set that `is` recognises (`labels` builds it).
+    fn get(&self, is: impl Fn(&L) -> bool, labels: impl FnOnce() -> L) -> M {
+        let mut recent = self.recent[crate::worker::index() % PLACES].lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, metric)) = recent.iter().find(|(l, _)| is(l)) {
+            return metric.clone();
+        }
+        let labels = labels();
+        let metric = self.family.get_or_create(&labels).clone();
+        if recent.len() == RECENT {
+            recent.remove(0);
+        }
+        recent.push((labels, metric.clone()));
+        metric
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: HistogramFamily<RouteLabels>,
-    upstream_attempts: Family<AttemptLabels, Counter>,
+    requests: Hot<RequestLabels, Counter>,
+    latency: Hot<RouteLabels, Histogram, fn() -> Histogram>,
+    upstream_attempts: Hot<AttemptLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     cooldowns: Family<TargetLabels, Counter>,
-    first_token: HistogramFamily<TargetLabels>,
-    tokens: Family<TokenLabels, Counter>,
+    first_token: Hot<TargetLabels, Histogram, fn() -> Histogram>,
+    tokens: Hot<TokenLabels, Counter>,
     answer_tokens: Family<AnswerTokenLabels, Counter>,
     answers: Family<AnswerLabels, Counter>,
     tool_calls: Family<ToolLabels, Counter>,
     tool_latency: HistogramFamily<ToolNameLabels>,
-    rounds: HistogramFamily<ModelLabels>,
+    rounds: Hot<ModelLabels, Histogram, fn() -> Histogram>,
     confirmations: Family<ConfirmationLabels, Counter>,
     compactions: Family<CompactionLabels, Counter>,
     summaries: Family<SummaryLabels, Counter>,
@@ -183,33 +224,37 @@ fn latency_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("lariat");
-        let requests = Family::default();
-        let latency: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
-        let upstream_attempts = Family::default();
+        let requests = Hot::new(Family::default());
+        let latency = Hot::new(Family::new_with_constructor(latency_histogram as fn() -> Histogram));
+        let upstream_attempts = Hot::new(Family::default());
         let fallbacks = Family::default();
         let cooldowns = Family::default();
-        let first_token: HistogramFamily<TargetLabels> = Family::new_with_constructor(latency_histogram);
-        let tokens = Family::default();
+        let first_token = Hot::new(Family::new_with_constructor(latency_histogram as fn() -> Histogram));
+        let tokens = Hot::new(Family::default());
         let answer_tokens = Family::default();
         let answers = Family::default();
         let tool_calls = Family::default();
         let tool_latency: HistogramFamily<ToolNameLabels> = Family::new_with_constructor(latency_histogram);
-        let rounds: HistogramFamily<ModelLabels> = Family::new_with_constructor(rounds_histogram);
+        let rounds = Hot::new(Family::new_with_constructor(rounds_histogram as fn() -> Histogram));
         let confirmations = Family::default();
         let compactions = Family::default();
         let summaries = Family::default();
         let active_streams = Gauge::default();
-        registry.register("requests", "HTTP requests by route, virtual model and status", requests.clone());
-        registry.register("request_duration_seconds", "Time to response headers by route", latency.clone());
-        registry.register("upstream_attempts", "Upstream attempts by target and outcome", upstream_attempts.clone());
+        registry.register("requests", "HTTP requests by route, virtual model and status", requests.family.clone());
+        registry.register("request_duration_seconds", "Time to response headers by route", latency.family.clone());
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by target and outcome",
+            upstream_attempts.family.clone(),
+        );
         registry.register("upstream_fallbacks", "Moves from a failed target to the next one", fallbacks.clone());
         registry.register("upstream_cooldowns", "Cool-downs started, by target", cooldowns.clone());
         registry.register(
             "upstream_first_token_seconds",
             "Time from sending to the first chunk (streams) or the whole answer, by target",
-            first_token.clone(),
+            first_token.family.clone(),
         );
-        registry.register("tokens", "Prompt and completion tokens by user, model and target", tokens.clone());
+        registry.register("tokens", "Prompt and completion tokens by user, model and target", tokens.family.clone());
         registry.register(
             "answer_tokens",
             "The answer model's share of `tokens`, by model, answer target and kind",
@@ -222,7 +267,7 @@ impl Default for Metrics {
         );
         registry.register("tool_calls", "Tool calls by tool and outcome", tool_calls.clone());
         registry.register("tool_duration_seconds", "Tool call latency by tool", tool_latency.clone());
-        registry.register("rounds", "Tool-loop rounds per request, by model", rounds.clone());
+        registry.register("rounds", "Tool-loop rounds per request, by model", rounds.family.clone());
         registry.register(
             "confirmations",
             "Confirmations by tool and event (created, approved, denied, expired)",
@@ -263,12 +308,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn record_request(&self, route: &str, model: &str, status: u16, elapsed: Duration) {
-        self.requests.get_or_create(&RequestLabels { route: route.into(), model: model.into(), status }).inc();
-        self.latency.get_or_create(&RouteLabels { route: route.into() }).observe(elapsed.as_secs_f64());
+        self.requests
+            .get(
+                |l| l.status == status && l.route == route && l.model == model,
+                || RequestLabels { route: route.into(), model: model.into(), status },
+            )
+            .inc();
+        self.latency.get(|l| l.route == route, || RouteLabels { route: route.into() }).observe(elapsed.as_secs_f64());
     }
 
     pub fn record_attempt(&self, target: &str, outcome: &str) {
-        self.upstream_attempts.get_or_create(&AttemptLabels { target: target.into(), outcome: outcome.into() }).inc();
+        self.upstream_attempts
+            .get(
+                |l| l.outcome == outcome && l.target == target,
+                || AttemptLabels { target: target.into(), outcome: outcome.into() },
+            )
+            .inc();
     }
 
     pub fn record_fallback(&self, from: &str, to: &str) {
@@ -280,13 +335,19 @@ impl Metrics {
     }
 
     pub fn record_first_token(&self, target: &str, elapsed: Duration) {
-        self.first_token.get_or_create(&TargetLabels { target: target.into() }).observe(elapsed.as_secs_f64());
+        self.first_token
+            .get(|l| l.target == target, || TargetLabels { target: target.into() })
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn record_tokens(&self, user: &str, model: &str, target: &str, prompt: u64, completion: u64) {
         for (kind, n) in [("prompt", prompt), ("completion", completion)] {
-            let labels = TokenLabels { user: user.into(), model: model.into(), target: target.into(), kind };
-            self.tokens.get_or_create(&labels).inc_by(n);
+            self.tokens
+                .get(
+                    |l| l.kind == kind && l.target == target && l.model == model && l.user == user,
+                    || TokenLabels { user: user.into(), model: model.into(), target: target.into(), kind },
+                )
+                .inc_by(n);
         }
     }
 
@@ -312,7 +373,7 @@ impl Metrics {
     }
 
     pub fn record_rounds(&self, model: &str, rounds: u32) {
-        self.rounds.get_or_create(&ModelLabels { model: model.into() }).observe(f64::from(rounds));
+        self.rounds.get(|l| l.model == model, || ModelLabels { model: model.into() }).observe(f64::from(rounds));
     }
 
     pub fn record_confirmation(&self, tool: &str, event: &'static str) {
@@ -351,5 +412,49 @@ pub struct StreamGuard(Gauge);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(metrics: &Metrics, series: &str) -> Option<String> {
+        let text = metrics.encode();
+        text.lines().find_map(|line| line.strip_prefix(series).map(|v| v.trim().to_owned()))
+    }
+
+    /// Handles kept per thread count into the family's own series, however many label
+    /// sets pass through (more than are kept) and on whichever thread.
+    #[test]
+    fn every_record_lands_in_its_own_series() {
+        let metrics = Metrics::default();
+        for round in 0..3 {
+            for user in 0..RECENT + 4 {
+                metrics.record_tokens(&format!("u{user}"), "m", "p/x", 1, 10);
+            }
+            crate::worker::enter(round + 1);
+            metrics.record_tokens("u0", "m", "p/y", 2, 20);
+        }
+        crate::worker::enter(0);
+        let series = |user: &str, target: &str, kind: &str| {
+            sample(
+                &metrics,
+                &format!(r#"lariat_tokens_total{{user="{user}",model="m",target="{target}",kind="{kind}"}}"#),
+            )
+        };
+        for user in [0, 7, RECENT + 3] {
+            assert_eq!(series(&format!("u{user}"), "p/x", "prompt").as_deref(), Some("3"));
+            assert_eq!(series(&format!("u{user}"), "p/x", "completion").as_deref(), Some("30"));
+        }
+        assert_eq!(series("u0", "p/y", "completion").as_deref(), Some("60"));
+        metrics.record_request("/v1/chat/completions", "m", 200, Duration::from_millis(1));
+        metrics.record_request("/v1/chat/completions", "m", 404, Duration::from_millis(1));
+        metrics.record_request("/v1/chat/completions", "m", 200, Duration::from_millis(1));
+        let requests = |status: u16| {
+            let labels = format!(r#"route="/v1/chat/completions",model="m",status="{status}""#);
+            sample(&metrics, &format!("lariat_requests_total{{{labels}}}"))
+        };
+        assert_eq!((requests(200).as_deref(), requests(404).as_deref()), (Some("2"), Some("1")));
     }
 }
