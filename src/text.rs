@@ -1,5 +1,14 @@
 //! Small text helpers shared across modules: shortening for logs, footers and
-//! messages, and the innermost cause of an error chain.
+//! messages, the innermost cause of an error chain, and fresh ids.
+
+/// A fresh id: `prefix` and a random UUID's 32 hex digits (written in place, not
+/// through `format!`: one is made for every response).
+pub fn new_id(prefix: &str) -> String {
+    let mut id = String::with_capacity(prefix.len() + uuid::fmt::Simple::LENGTH);
+    id.push_str(prefix);
+    id.push_str(uuid::Uuid::new_v4().simple().encode_lower(&mut uuid::Uuid::encode_buffer()));
+    id
+}
 
 /// `text` cut to at most `max` characters, with `…` when something was cut.
 pub fn shorten(text: &str, max: usize) -> String {
@@ -34,6 +43,15 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_the_prefix_and_32_fresh_hex_digits() {
+        let (a, b) = (new_id("chatcmpl-"), new_id("chatcmpl-"));
+        let hex = a.strip_prefix("chatcmpl-").unwrap();
+        assert_eq!(hex.len(), 32);
+        assert!(hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{a}");
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn shortens_on_character_boundaries() {

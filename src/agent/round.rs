@@ -79,7 +79,7 @@ impl RoundResult {
 }
 
 pub fn new_call_id() -> String {
-    format!("call_{}", uuid::Uuid::new_v4().simple())
+    crate::text::new_id("call_")
 }
 
 /// Whose a call being assembled is, decided once its name is known.

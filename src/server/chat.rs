@@ -64,7 +64,7 @@ pub async fn respond(state: &AppState, turn: Turn, progress: Progress) -> Result
     // With an answer model the loop's target is `x-lariat-loop-upstream`.
     let answering = turn.model.answer.is_some();
     let include_usage = turn.request.stream_options.as_ref().is_some_and(|o| o.include_usage);
-    let face = Face { id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()), model: turn.model.name.clone() };
+    let face = Face { id: crate::text::new_id("chatcmpl-"), model: turn.model.name.clone() };
     let mut events = state.agent.run(turn).await?;
     // Progress before the start (compaction, fallback) waits until the response commits.
     let Started { target, attempts, early } = commit::started(&mut events).await?;

@@ -8,11 +8,6 @@ use crate::agent::{Confirmation, Ending, Finished};
 use crate::openai::responses::ResponsesRequest;
 use crate::openai::{FinishReason, Usage};
 
-/// A fresh id with the API's prefix for its kind (`resp_`, `msg_`, `fc_`, `rs_`).
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
-}
-
 /// One output item.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
@@ -169,7 +164,12 @@ impl Shell {
             ("truncation".to_owned(), json!("disabled")),
             ("user".to_owned(), or_null(request.user.clone().map(Value::from))),
         ]);
-        Self { id: new_id("resp_"), created_at: crate::clock::unix_now(), model: request.model.clone(), echo }
+        Self {
+            id: crate::text::new_id("resp_"),
+            created_at: crate::clock::unix_now(),
+            model: request.model.clone(),
+            echo,
+        }
     }
 
     /// The id of the output item at `index`: it names this response, so a client

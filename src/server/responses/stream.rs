@@ -4,11 +4,12 @@
 
 use serde_json::{Value, json};
 
-use super::output::{self, End, Item, Shell, new_id};
+use super::output::{self, End, Item, Shell};
 use crate::agent::{CallDelta, Event, Finished};
 use crate::config::Progress;
 use crate::error::ApiError;
 use crate::openai::{Content, FunctionCall, Message, ToolCall};
+use crate::text::new_id;
 
 /// One stream event: its `type` and its data (`type` and `sequence_number` are
 /// added when it is numbered).
