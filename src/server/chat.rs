@@ -26,7 +26,9 @@ pub type ChunkResults = std::pin::Pin<Box<dyn Stream<Item = Result<Outgoing, Api
 /// One chunk of a Chat Completions stream.
 #[derive(Debug)]
 pub enum Outgoing {
-    Chunk(ChatChunk),
+    /// A chunk lariat wrote or changed (boxed: events are moved through the stream
+    /// several times, and most of a relayed stream's are `Relayed`).
+    Chunk(Box<ChatChunk>),
     /// An upstream chunk sent on as its bytes, under the response's id and model.
     Relayed(Box<RelayedChunk>, Arc<Stamp>),
 }
@@ -135,7 +137,7 @@ fn render_stream(events: impl Stream<Item = Event> + Send + 'static, mut face: S
 type Rendered = [Option<Result<Outgoing, ApiError>>; 3];
 
 fn out(chunk: ChatChunk) -> Result<Outgoing, ApiError> {
-    Ok(Outgoing::Chunk(chunk))
+    Ok(Outgoing::Chunk(Box::new(chunk)))
 }
 
 impl StreamFace {
@@ -266,7 +268,7 @@ impl StreamFace {
                 chunk.choices.remove(at);
             }
         }
-        (!chunk.choices.is_empty()).then(|| Outgoing::Chunk(self.stamp(chunk)))
+        (!chunk.choices.is_empty()).then(|| Outgoing::Chunk(Box::new(self.stamp(chunk))))
     }
 }
 
