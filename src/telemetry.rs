@@ -168,7 +168,7 @@ struct Hot<L, M, C = fn() -> M> {
     recent: Box<[Mutex<Recent<L, M>>]>,
 }
 
-/// One thread's label sets and their handles, the newest last.
+/// One thread's label sets and their handles, the most recently used last.
 type Recent<L, M> = Vec<(L, M)>;
 
 impl<L: Clone + Hash + Eq, M: Clone, C: MetricConstructor<M>> Hot<L, M, C> {
@@ -179,8 +179,10 @@ impl<L: Clone + Hash + Eq, M: Clone, C: MetricConstructor<M>> Hot<L, M, C> {
     /// The metric of the label set that `is` recognises (`labels` builds it).
     fn get(&self, is: impl Fn(&L) -> bool, labels: impl FnOnce() -> L) -> M {
         let mut recent = self.recent[crate::worker::index() % PLACES].lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, metric)) = recent.iter().find(|(l, _)| is(l)) {
-            return metric.clone();
+        if let Some(at) = recent.iter().position(|(l, _)| is(l)) {
+            // The least recently used goes first when the list is full.
+            recent[at..].rotate_left(1);
+            return recent[recent.len() - 1].1.clone();
         }
         let labels = labels();
         let metric = self.family.get_or_create(&labels).clone();

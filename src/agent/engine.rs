@@ -231,10 +231,11 @@ impl Engine {
                 (true, Mode::Relay) => request.stream_options.as_ref(),
                 (true, Mode::Loop) => Some(&*UPSTREAM_STREAM_OPTIONS),
             },
-            // A relay changes nothing in an answer but its `id` and `model`.
+            // A relay changes nothing in an answer but its `id` and `model` (unless it
+            // resumed a loop's rounds: their answer is lariat's, built whole).
             reading: match self.mode {
-                Mode::Relay => Reading::Relayed,
-                Mode::Loop => Reading::Typed,
+                Mode::Relay if request.stream || self.progress.rounds == 0 => Reading::Relayed,
+                Mode::Relay | Mode::Loop => Reading::Typed,
             },
             rest: &request.rest,
         };

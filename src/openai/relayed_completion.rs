@@ -37,7 +37,7 @@ pub struct KeptCompletion {
 impl RelayedCompletion {
     /// Reads `json` if a relay can send it on unchanged but for `id` and `model`: a
     /// valid answer (as a typed read would take it) with one choice, which has a
-    /// finish reason and calls no tool. Anything else, invalid JSON included, comes
+    /// finish reason and no `tool_calls`. Anything else, invalid JSON included, comes
     /// back to be read typed.
     pub fn read(json: Vec<u8>) -> Result<Self, Vec<u8>> {
         let Some((choice, usage, places)) = Self::parts(&json) else { return Err(json) };
@@ -52,7 +52,9 @@ impl RelayedCompletion {
         let place = |raw: Option<&RawValue>| Place::of(text, raw).ok();
         let places = [place(view.id)?, place(view.model)?, present(view.object), present(view.created)];
         let [choice] = <[Choice; 1]>::try_from(view.choices).ok()?;
-        let calls = choice.message.tool_calls.as_ref().is_some_and(|calls| !calls.is_empty());
+        // An empty `tool_calls` too: a typed read drops it, and OpenAI refuses it when a
+        // client sends the message back.
+        let calls = choice.message.tool_calls.is_some();
         (choice.finish_reason.is_some() && !calls).then_some((choice, view.usage, places))
     }
 }

@@ -131,7 +131,8 @@ impl<'de> Deserialize<'de> for Choices {
 
 /// The top level of a non-streamed answer, as a relay reads it: where `id` and
 /// `model` are, whether `object` and `created` are there, and the choices and usage
-/// typed, as a typed read would take them. The rest is skipped by the parser.
+/// typed, as a typed read would take them. The rest is read and dropped, so what a
+/// typed read refuses is refused here too.
 pub(super) struct CompletionView<'a> {
     pub id: Option<&'a RawValue>,
     pub model: Option<&'a RawValue>,
@@ -168,7 +169,9 @@ impl<'de> Visitor<'de> for CompletionVisitor {
                 other => {
                     object |= other == "object";
                     created |= other == "created";
-                    map.next_value::<IgnoredAny>()?;
+                    // Read as a typed read reads it (into a `Value`, dropped): skipping
+                    // does not check a lone surrogate or a number out of range.
+                    map.next_value::<Value>()?;
                 }
             }
         }
