@@ -6,8 +6,13 @@
 //!
 //! ```text
 //! cargo run --release --example bare_relay -- --listen 127.0.0.1:18084 \
-//!     --upstream http://127.0.0.1:18001/v1/chat/completions
+//!     --upstream http://127.0.0.1:18001/v1/chat/completions [--threads N]
 //! ```
+//!
+//! By default it runs on tokio's work-stealing runtime, the stack as commonly used.
+//! `--threads N` runs it as lariat serves: N threads, each a single-threaded runtime
+//! accepting from the same listening socket, with its own client (so its own
+//! connection pool), a request never leaving its thread.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -30,6 +35,9 @@ struct Args {
     /// Full URL requests are forwarded to.
     #[arg(long, default_value = "http://127.0.0.1:18001/v1/chat/completions")]
     upstream: String,
+    /// Single-threaded runtimes, one per thread (0: tokio's work-stealing runtime).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 struct Relay {
@@ -61,14 +69,8 @@ async fn relay(State(relay): State<Arc<Relay>>, body: Bytes) -> Response {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("bare_relay: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
+    let served = if args.threads == 0 { work_stealing(&args) } else { per_thread(&args) };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bare_relay: {e}");
@@ -77,21 +79,50 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn work_stealing(args: &Args) -> Result<(), Error> {
+    let listener = std::net::TcpListener::bind(args.listen)?;
+    eprintln!("bare_relay listening on {}, forwarding to {}", listener.local_addr()?, args.upstream);
+    tokio::runtime::Runtime::new()?.block_on(serve(listener, args.upstream.clone()))
+}
+
+/// `args.threads` threads, each serving on its own single-threaded runtime from a
+/// duplicate of one listening socket.
+fn per_thread(args: &Args) -> Result<(), Error> {
+    let listener = std::net::TcpListener::bind(args.listen)?;
+    eprintln!(
+        "bare_relay listening on {} with {} single-threaded runtimes, forwarding to {}",
+        listener.local_addr()?,
+        args.threads,
+        args.upstream
+    );
+    let threads: Vec<_> = (0..args.threads)
+        .map(|_| {
+            let (listener, upstream) = (listener.try_clone()?, args.upstream.clone());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            Ok(std::thread::spawn(move || runtime.block_on(serve(listener, upstream))))
+        })
+        .collect::<Result<_, Error>>()?;
+    for thread in threads {
+        thread.join().map_err(|_| "a serving thread panicked")??;
+    }
+    Ok(())
+}
+
+async fn serve(listener: std::net::TcpListener, upstream: String) -> Result<(), Error> {
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let upstream = reqwest::Url::parse(&args.upstream)?;
+    let upstream = reqwest::Url::parse(&upstream)?;
     let app = Router::new()
         .route("/v1/chat/completions", post(relay))
         .route("/health", get(|| async { "ok" }))
         .with_state(Arc::new(Relay { client, upstream }));
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let address = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             eprintln!("bare_relay: TCP_NODELAY: {e}");
         }
     });
-    eprintln!("bare_relay listening on {address}, forwarding to {}", args.upstream);
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -158,6 +158,7 @@ NAMES = {
     "direct": "direct to mock",
     "nginx": "nginx",
     "bare": "bare axum + reqwest relay",
+    "bare_core": "bare relay, a runtime per core (as lariat serves)",
     "lariat": "**lariat (no tools)**",
     "litellm": "LiteLLM 1.80.5",
     "portkey": "Portkey gateway 1.15.2",
@@ -176,7 +177,11 @@ peers = [p for p in m.get("peers", "").split() if p]
 print(f"\n| gateway, c={conns} | non-stream req/s | ×nginx | CPU µs/req | SSE req/s | ×nginx | CPU µs/req | failed |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 nginx_rps = {k: (oha(f"{k}_c{conns}_nginx") or {}).get("rps") for k in ("plain", "stream")}
-for p in list(PATHS) + peers:
+# The bare relay served as lariat serves goes next to the other bare relay.
+gateways = list(PATHS) + [p for p in peers if p != "bare_core"]
+if "bare_core" in peers:
+    gateways.insert(gateways.index("bare") + 1, "bare_core")
+for p in gateways:
     cells, failed = [], 0
     for k in ("plain", "stream"):
         r = oha(f"{k}_c{conns}_{p}")
@@ -223,4 +228,7 @@ for n in notes:
     print(n + "  ")
 if "lariat_log_warn" in m:
     print(f"lariat log lines at WARN/ERROR: {m['lariat_log_warn']} (bench/out/lariat.log).")
-print("\nbare relay = bench/bare_relay.rs, the smallest axum + reqwest relay (lariat's stack without lariat).")
+print(
+    "\nbare relay = bench/bare_relay.rs, the smallest axum + reqwest relay (lariat's stack without lariat),"
+    " on tokio's work-stealing runtime; with a runtime per core (`--threads`), it serves as lariat does."
+)

@@ -14,7 +14,8 @@
 #                          e.g. LOAD_CPUS=0 SERVER_CPUS=1 to keep them off each other's core
 #   LARIAT_BIN / MOCK_BIN / BARE_BIN  use these binaries instead of building
 #   BENCH_PORT_BASE=18000  ports BASE+1..3 (mocks), +80 (lariat), +81..82 (nginx),
-#                          +84..85 (bare axum+reqwest relay), +90..92 (peer gateways)
+#                          +84..86 (bare axum+reqwest relay, +86 with a runtime per
+#                          core), +90..92 (peer gateways)
 #   BENCH_PEERS_DIR=~/.cache/lariat-bench-peers  where bench/peers.sh installed the peer
 #                          gateways (LiteLLM, Portkey, agentic-api); each one found there
 #                          or on PATH is measured, a missing one is skipped with a note
@@ -35,7 +36,7 @@ SERVER_CPUS="${SERVER_CPUS:-}"
 BASE="${BENCH_PORT_BASE:-18000}"
 P_MOCK=$((BASE + 1)) P_MOCK_SLOW=$((BASE + 2)) P_MOCK_HOLD=$((BASE + 3))
 P_LARIAT=$((BASE + 80)) P_NGINX=$((BASE + 81)) P_NGINX_SLOW=$((BASE + 82))
-P_BARE=$((BASE + 84)) P_BARE_SLOW=$((BASE + 85))
+P_BARE=$((BASE + 84)) P_BARE_SLOW=$((BASE + 85)) P_BARE_CORE=$((BASE + 86))
 P_LITELLM=$((BASE + 90)) P_PORTKEY=$((BASE + 91)) P_AGENTIC=$((BASE + 92))
 PEERS_DIR="${BENCH_PEERS_DIR:-$HOME/.cache/lariat-bench-peers}"
 H=127.0.0.1
@@ -104,7 +105,7 @@ cp "${BARE_BIN:-$ROOT/target/release/examples/bare_relay}" "$WORK/bare_relay"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [[ "$(ulimit -n)" -ge $((STREAMS * 2 + 200)) ]] || log "warning: ulimit -n $(ulimit -n) may be too low for $STREAMS streams"
 
-for p in $P_MOCK $P_MOCK_SLOW $P_MOCK_HOLD $P_LARIAT $P_NGINX $P_NGINX_SLOW $P_BARE $P_BARE_SLOW; do
+for p in $P_MOCK $P_MOCK_SLOW $P_MOCK_HOLD $P_LARIAT $P_NGINX $P_NGINX_SLOW $P_BARE $P_BARE_SLOW $P_BARE_CORE; do
   if (exec 3<>"/dev/tcp/$H/$p") 2>/dev/null; then die "port $p on $H is already in use (set BENCH_PORT_BASE)"; fi
 done
 
@@ -291,6 +292,14 @@ else
   PIDS+=($!)
   start_peer agentic "http://$H:$P_AGENTIC/v1/chat/completions" $!
 fi
+
+# The bare relay once more, served as lariat serves (a single-threaded runtime per
+# core, each with its own client): the floor of lariat's own stack and threading.
+log "starting the bare relay with a runtime per core on :$P_BARE_CORE"
+"${SERVER_PIN[@]}" "$WORK/bare_relay" --listen "$H:$P_BARE_CORE" --threads "$NCPU" \
+  --upstream "http://$H:$P_MOCK/v1/chat/completions" 2>>"$OUT/bare.log" &
+PIDS+=($!)
+start_peer bare_core "http://$H:$P_BARE_CORE/v1/chat/completions" $!
 
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 sleep 1
