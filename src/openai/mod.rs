@@ -3,6 +3,8 @@
 
 mod chunk;
 mod content;
+#[cfg(test)]
+mod mutations;
 mod relayed;
 mod relayed_completion;
 pub mod responses;

@@ -204,6 +204,7 @@ pub(super) fn splice<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openai::mutations::mutations;
     use serde_json::json;
 
     fn relayed(json: &str) -> RelayedChunk {
@@ -314,38 +315,19 @@ mod tests {
             r#"{"id":"u","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
             r#"{"error":{"message":"overloaded","code":529}}"#,
         ];
-        let alphabet = b"{}[]\",:\\ 0123456789-+.eEnulltrufasx\t";
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            usize::try_from(seed % n as u64).unwrap()
-        };
         let (mut valid, mut refused) = (0, 0);
-        for template in templates {
-            for _ in 0..3000 {
-                let mut bytes = template.as_bytes().to_vec();
-                for _ in 0..=next(2) {
-                    let at = next(bytes.len());
-                    match next(3) {
-                        0 => drop(bytes.remove(at)),
-                        1 => bytes.insert(at, alphabet[next(alphabet.len())]),
-                        _ => bytes[at] = alphabet[next(alphabet.len())],
-                    }
+        for bytes in mutations(&templates, 3000, 0x9e37_79b9_7f4a_7c15) {
+            let Ok(text) = String::from_utf8(bytes) else { continue };
+            let expected = serde_json::from_str::<Value>(&text);
+            let read = RelayedChunk::read(text.clone());
+            match (&expected, &read) {
+                (Err(_), Ok(_)) => panic!("accepted invalid JSON: {text}"),
+                (Ok(_), Err(e)) if e.is_syntax() || e.is_eof() => panic!("refused valid JSON ({e}): {text}"),
+                (Ok(value), Ok(chunk)) => {
+                    same_reading(value, chunk, &text);
+                    valid += 1;
                 }
-                let Ok(text) = String::from_utf8(bytes) else { continue };
-                let expected = serde_json::from_str::<Value>(&text);
-                let read = RelayedChunk::read(text.clone());
-                match (&expected, &read) {
-                    (Err(_), Ok(_)) => panic!("accepted invalid JSON: {text}"),
-                    (Ok(_), Err(e)) if e.is_syntax() || e.is_eof() => panic!("refused valid JSON ({e}): {text}"),
-                    (Ok(value), Ok(chunk)) => {
-                        same_reading(value, chunk, &text);
-                        valid += 1;
-                    }
-                    _ => refused += 1,
-                }
+                _ => refused += 1,
             }
         }
         assert!(valid > 1000 && refused > 1000, "{valid} valid, {refused} refused");

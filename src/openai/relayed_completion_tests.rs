@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::openai::mutations::mutations;
 use crate::openai::{ChatCompletion, FinishReason};
 
 const ANSWER: &str = r#"{"id":"up-1","object":"chat.completion","created":7,"model":"up-model","system_fingerprint":"fp",
@@ -84,47 +85,24 @@ fn reads_what_a_typed_read_takes_of_answers_and_their_mutations() {
         r#"{"choices":[{"message":{"content":"x","role":"assistant"},"finish_reason":"stop","index":0}],"model":"m","id":"a","x":[true,false,-1.5e3,{"y":[]}]}"#,
         r#"{"id":"u","choices":[{"index":0,"message":{"role":"assistant","content":null},"finish_reason":"length"}],"usage":null,"created":null}"#,
     ];
-    let alphabet = b"{}[]\",:\\ 0123456789-+.eEnulltrufasx\t";
-    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = |n: usize| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        usize::try_from(seed % n as u64).unwrap()
-    };
     let (mut relayed_count, mut typed_count) = (0, 0);
-    for template in templates {
-        for _ in 0..3000 {
-            let mut bytes = template.as_bytes().to_vec();
-            for _ in 0..=next(2) {
-                let at = next(bytes.len());
-                match next(3) {
-                    0 => drop(bytes.remove(at)),
-                    1 => bytes.insert(at, alphabet[next(alphabet.len())]),
-                    _ => bytes[at] = alphabet[next(alphabet.len())],
-                }
+    for bytes in mutations(&templates, 3000, 0x2545_f491_4f6c_dd1d) {
+        let typed = serde_json::from_slice::<ChatCompletion>(&bytes);
+        match RelayedCompletion::read(bytes.clone()) {
+            Ok(relayed) => {
+                let typed = typed.unwrap_or_else(|e| panic!("relayed what a typed read refuses ({e}): {bytes:?}"));
+                same_reading(&relayed, &typed, &bytes);
+                relayed_count += 1;
             }
-            let typed = serde_json::from_slice::<ChatCompletion>(&bytes);
-            match RelayedCompletion::read(bytes.clone()) {
-                Ok(relayed) => {
-                    let typed = typed.unwrap_or_else(|e| panic!("relayed what a typed read refuses ({e}): {bytes:?}"));
-                    same_reading(&relayed, &typed, &bytes);
-                    relayed_count += 1;
+            Err(back) => {
+                assert_eq!(back, bytes);
+                if let Ok(typed) = typed {
+                    let relayable = typed.choices.len() == 1
+                        && typed.choices[0].finish_reason.is_some()
+                        && typed.choices[0].message.tool_calls.is_none();
+                    assert!(!relayable, "read typed though it could be relayed: {}", String::from_utf8_lossy(&bytes));
                 }
-                Err(back) => {
-                    assert_eq!(back, bytes);
-                    if let Ok(typed) = typed {
-                        let relayable = typed.choices.len() == 1
-                            && typed.choices[0].finish_reason.is_some()
-                            && typed.choices[0].message.tool_calls.is_none();
-                        assert!(
-                            !relayable,
-                            "read typed though it could be relayed: {}",
-                            String::from_utf8_lossy(&bytes)
-                        );
-                    }
-                    typed_count += 1;
-                }
+                typed_count += 1;
             }
         }
     }
