@@ -75,12 +75,14 @@ impl RelayedCompletion {
 impl KeptCompletion {
     /// Appends the answer with `id` and `model` (each already a JSON value) in place of
     /// its own, and `created` where it has none.
-    pub fn write(&self, id: &str, model: &str, created: &str, out: &mut Vec<u8>) {
+    pub fn write(&self, id: &str, model: &str, created: i64, out: &mut Vec<u8>) {
+        // Formatted only when it is written.
+        let created = if self.created == Place::Absent { created.to_string() } else { String::new() };
         let members = [
             Member::replacing("id", &self.id, id),
             Member::replacing("model", &self.model, model),
             Member::default("object", &self.object, "\"chat.completion\""),
-            Member::default("created", &self.created, created),
+            Member::default("created", &self.created, &created),
         ];
         splice(&self.json, self.open, false, members, out);
     }

@@ -10,7 +10,7 @@ const ANSWER: &str = r#"{"id":"up-1","object":"chat.completion","created":7,"mod
 
 fn written(kept: &KeptCompletion) -> String {
     let mut out = Vec::new();
-    kept.write("\"chatcmpl-1\"", "\"virtual\"", "1700000000", &mut out);
+    kept.write("\"chatcmpl-1\"", "\"virtual\"", 1_700_000_000, &mut out);
     String::from_utf8(out).unwrap()
 }
 
@@ -29,7 +29,7 @@ fn id_and_model_are_replaced_and_every_other_byte_kept() {
 }
 
 #[test]
-fn what_is_missing_is_written_first_and_null_values_replaced() {
+fn what_is_missing_is_written_first_and_a_null_model_is_refused() {
     let answer =
         r#" {"choices":[{"message":{"role":"assistant","content":"a"},"finish_reason":"length"}],"model":null}"#;
     let Err(bytes) = RelayedCompletion::read(answer.into()) else { panic!("a null model is not a string") };

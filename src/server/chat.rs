@@ -311,7 +311,7 @@ impl Face {
         match finished.kept.take() {
             Some(kept) if finished.rounds == 0 && finished.confirmation.is_none() => {
                 let (stamp, mut body) = (Stamp::of(&self), Vec::new());
-                kept.write(&stamp.id, &stamp.model, &crate::clock::unix_now().to_string(), &mut body);
+                kept.write(&stamp.id, &stamp.model, crate::clock::unix_now(), &mut body);
                 ([(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
             }
             _ => Json(self.completion(finished)).into_response(),
